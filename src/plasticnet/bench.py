@@ -1,0 +1,131 @@
+"""``plasticnet bench``: the library's training step against a plain formulation of the same maths, in one run.
+
+Plain formulations live in the source tree's ``benchmarks/`` folder, not in the library, so the command runs from a
+source checkout. Memory is the peak allocated on a GPU; on the CPU, where PyTorch keeps no peak, it is the bytes
+autograd saves for the backward pass (the part that grows with episode length and batch size).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+from .train.loop import resolve_device
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_benchmark_module(name: str):
+    path = BENCHMARKS / f"{name}.py"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; `plasticnet bench` runs from a source checkout of plasticnet")
+    spec = importlib.util.spec_from_file_location(f"plasticnet_benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Memory:
+    """Peak memory of one training step: CUDA's allocator peak, or autograd's saved tensors on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.bytes = device, 0
+        self._storages: dict[int, int] = {}
+
+    def _pack(self, t):
+        storage = t.untyped_storage()
+        self._storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+            self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._hooks.__exit__(*exc)
+            self.bytes = sum(self._storages.values())
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(step, device: torch.device, steps: int) -> tuple[float, int]:
+    """Seconds per step (after one warm-up step) and the memory of one step."""
+    with _Memory(device) as mem:
+        step()
+    _sync(device)
+    n, began = 0, time.perf_counter()
+    while (steps and n < steps) or (not steps and (n < 3 or time.perf_counter() - began < 2.0)):
+        step()
+        n += 1
+    _sync(device)
+    return (time.perf_counter() - began) / n, mem.bytes
+
+
+def _training_step(model, shown, target):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+    def step():
+        out = model(shown)
+        loss = (out - target).square().sum(-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def bench_pattern(batch_sizes, steps: int, device: torch.device) -> list[dict]:
+    from .config import resolve
+    from .tasks.pattern import RecurrentModel, make_episodes
+
+    plain_module = load_benchmark_module("plain_pattern")
+    cfg = resolve(__import__("plasticnet.tasks.pattern", fromlist=["PatternConfig"]).PatternConfig,
+                  "pattern", "paper-1000bit", {})
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        generator = torch.Generator(device=device).manual_seed(0)
+        shown, target = make_episodes(cfg, batch, generator, device)
+        library = RecurrentModel(cfg).to(device)
+        plain = plain_module.PlainPlasticRNN(cfg.n_neurons, cfg.pattern_size).to(device)
+        with torch.no_grad():
+            plain.w.copy_(library.rnn.cell.w)
+            plain.alpha.copy_(library.rnn.cell.alpha)
+            gap = (plain(shown) - library(shown)).abs().max().item()
+        lib_s, lib_mem = measure(_training_step(library, shown, target), device, steps)
+        plain_s, plain_mem = measure(_training_step(plain, shown, target), device, steps)
+        rows.append({"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
+                     "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
+                     "max_output_difference": gap})
+    return rows
+
+
+def run_suite(suite: str, batch_sizes, steps: int, device_name: str) -> list[dict]:
+    device = resolve_device(device_name)
+    if suite != "pattern":
+        raise ConfigError(f"unknown benchmark suite {suite!r}; choose pattern")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); {where}")
+    rows = bench_pattern(batch_sizes, steps, device)
+    print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
+          f"{'plain MB':>9} {'same output':>12}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['library_eps']:>13.2f} {r['plain_eps']:>11.2f} {r['speedup']:>8.2f}x "
+              f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} {r['max_output_difference']:>12.1e}")
+    return rows

@@ -1,0 +1,184 @@
+"""The ``plasticnet`` command line. Every error the user can fix ends in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import typing
+from pathlib import Path
+
+from .errors import PlasticnetError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (exit 2) instead of usage text plus the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _field_type(field, hints):
+    kind = hints[field.name]
+    return {"int": int, "float": float, "str": str, "bool": bool}.get(getattr(kind, "__name__", str(kind)), str)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One ``--field-name`` flag per configuration field; unset flags stay None so presets apply."""
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group("settings (override the preset)")
+    for field in dataclasses.fields(config_cls):
+        flag = "--" + field.name.replace("_", "-")
+        kind = _field_type(field, hints)
+        if kind is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(flag, dest=field.name, type=kind, default=None, metavar=kind.__name__.upper(),
+                               help=f"default {field.default}")
+
+
+def _add_train(sub) -> None:
+    from .config import load_presets
+    from .tasks import TASKS
+
+    train = sub.add_parser("train", help="train a task into a run directory")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
+    for task in TASKS.values():
+        p = tasks.add_parser(task.name, help=task.help)
+        presets = list(load_presets(task.name))
+        p.add_argument("--preset", default=presets[0], help=f"one of {', '.join(presets)} (default {presets[0]})")
+        p.add_argument("--out", type=Path, help="run directory (default runs/TASK/PRESET-seedS-TIME)")
+        p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        _add_config_flags(p, task.config_cls)
+        p.set_defaults(func=_run_train, config_cls=task.config_cls)
+
+
+def _overrides(args, config_cls) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
+
+
+def _run_train(args) -> int:
+    from .config import from_dict, resolve, to_dict
+    from .errors import ConfigError
+    from .train import read_config, train
+
+    overrides = _overrides(args, args.config_cls)
+    if args.resume is not None:
+        task, preset, saved = read_config(args.resume)
+        if task != args.task:
+            raise ConfigError(f"{args.resume} holds a {task} run, not {args.task}; use `plasticnet train {task}`")
+        changed = {k: v for k, v in overrides.items() if v is not None and k != "iterations"}
+        if changed:
+            raise ConfigError(f"a resumed run keeps its settings; only --iterations may change, not "
+                              f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
+        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": overrides["iterations"] or saved.iterations})
+        out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress)
+    else:
+        cfg = resolve(args.config_cls, args.task, args.preset, overrides)
+        out = args.out or Path("runs") / args.task / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress)
+    print(f"run saved in {out}")
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped)")
+    p.add_argument("runs", nargs="+", type=Path, metavar="DIR")
+    p.add_argument("--metric", help="metric to plot (default: the first one logged)")
+    p.add_argument("--stat", default="mean", choices=["mean", "median"])
+    p.add_argument("--log-y", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("curves.png"))
+    p.set_defaults(func=_run_plot)
+
+
+def _run_plot(args) -> int:
+    from .plot import plot
+    from .train import read_metrics
+
+    metric = args.metric
+    if metric is None:
+        first = read_metrics(args.runs[0])
+        metric = next((k for k in (first[0] if first else {}) if k not in ("iteration", "seconds")), "loss")
+    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y)}")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
+    p.add_argument("suite", choices=["pattern"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--episodes", type=int, default=0, help="timed steps per measurement (0: about 2 s each)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench import run_suite
+
+    run_suite(args.suite, args.batch_sizes, args.episodes, args.device)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train the 1000-bit plastic network on CPU and draw its learning curve")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--budget", type=float, default=300.0, help="seconds of training at most (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    import shutil
+
+    from .config import resolve
+    from .plot import plot
+    from .tasks.pattern import PatternConfig
+    from .train import read_metrics, train
+
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {"seed": args.seed, "log_every": 10})
+    print(f"Training the 1000-bit plastic network (1001 neurons, {cfg.episode_length}-step episodes) on CPU until "
+          f"the bit error falls below 1% over 10 episodes, {args.budget:.0f} s at most.")
+    train("pattern", cfg, args.out, preset="paper-1000bit", stop_when=lambda m: m["error"] < 0.01,
+          time_budget=args.budget)
+    last = read_metrics(args.out)[-1]
+    png = plot([args.out], args.out / "curve.png", "error", log_y=True)
+    print(f"bit error {last['error']:.4f} after {last['iteration']} episodes, {last['seconds']:.0f} s; "
+          f"learning curve: {png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="plasticnet", description="Plastic and neuromodulated plastic networks: "
+                                                   "train, evaluate, plot and benchmark the papers' experiments.")
+    parser.add_argument("--version", action="version", version=f"plasticnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)
+    _add_plot(sub)
+    _add_bench(sub)
+    _add_demo(sub)
+    try:
+        from .data.commands import register as register_data
+    except ImportError:
+        pass
+    else:
+        register_data(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PlasticnetError as exc:
+        print(f"plasticnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("plasticnet: interrupted; the checkpoint holds every finished iteration", file=sys.stderr)
+        return 130

@@ -1,0 +1,91 @@
+"""Learning curves across runs: runs that differ only by seed are one condition, drawn as mean (band min-max) or
+median (band 25-75%), as in the papers' figures; with two conditions, points where the Wilcoxon rank-sum test
+separates them (p < 0.05) are marked."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import ranksums  # noqa: E402
+
+from .errors import ConfigError  # noqa: E402
+from .train import read_config, read_metrics  # noqa: E402
+
+IGNORED = {"seed", "device", "iterations", "log_every", "save_every"}
+
+
+def _condition(run_dir: Path) -> tuple[str, dict]:
+    task, preset, cfg = read_config(run_dir)
+    return task, {"task": task, "preset": preset, **{k: v for k, v in vars(cfg).items() if k not in IGNORED}}
+
+
+def _labels(conditions: list[dict]) -> list[str]:
+    varying = [k for k in conditions[0] if len({str(c.get(k)) for c in conditions}) > 1]
+    keys = varying or [k for k in ("task", "preset", "model") if k in conditions[0]]
+    return [" ".join(f"{c[k]}" if k in ("task", "preset", "model") else f"{k}={c[k]}" for k in keys)
+            for c in conditions]
+
+
+def curves(run_dirs: list[Path], metric: str):
+    """Group runs into conditions; return [(label, iterations, values (n_seeds, n_points))]."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    conditions: dict[str, dict] = {}
+    for d in run_dirs:
+        _, cond = _condition(Path(d))
+        key = repr(sorted(cond.items()))
+        groups[key].append(Path(d))
+        conditions[key] = cond
+    keys = list(groups)
+    out = []
+    for key, label in zip(keys, _labels([conditions[k] for k in keys])):
+        series = []
+        for d in groups[key]:
+            points = [m for m in read_metrics(d) if metric in m]
+            if not points:
+                raise ConfigError(f"{d} has no logged {metric!r}; train it first or pick another --metric")
+            series.append(points)
+        n = min(len(s) for s in series)
+        iterations = np.array([p["iteration"] for p in series[0][:n]])
+        values = np.array([[p[metric] for p in s[:n]] for s in series])
+        out.append((label, iterations, values))
+    return out
+
+
+def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y: bool = False) -> Path:
+    if stat not in ("mean", "median"):
+        raise ConfigError(f"unknown --stat {stat!r}; use mean or median")
+    data = curves(run_dirs, metric)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, it, values in data:
+        if stat == "mean":
+            centre, low, high = values.mean(0), values.min(0), values.max(0)
+        else:
+            centre, low, high = np.median(values, 0), *np.percentile(values, [25, 75], axis=0)
+        line, = ax.plot(it, centre, label=f"{label} (n={len(values)})")
+        if len(values) > 1:
+            ax.fill_between(it, low, high, color=line.get_color(), alpha=0.25)
+    if len(data) == 2 and min(len(d[2]) for d in data) > 1:
+        n = min(len(data[0][1]), len(data[1][1]))
+        p = np.array([ranksums(data[0][2][:, i], data[1][2][:, i]).pvalue for i in range(n)])
+        marks = data[0][1][:n][p < 0.05]
+        ymin = ax.get_ylim()[0]
+        ax.plot(marks, np.full(len(marks), ymin), "k|", label="p < 0.05 (Wilcoxon rank-sum)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(metric)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{metric}: {stat} across seeds" + (", band min-max" if stat == "mean" else ", band 25-75%"))
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,49 @@
+"""The papers' experiments. Each task names its configuration class and how to build a trainable experiment.
+
+An experiment object has ``model``, ``metrics`` (names, the headline metric first), ``step(iteration)`` (one
+optimisation step, returning a dict of scalar tensors) and ``state_dict`` / ``load_state_dict`` (everything needed
+to resume). The training loop (:mod:`plasticnet.train`) never knows more than that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Callable
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    module: str
+    config_class: str
+    experiment_class: str
+    help: str
+
+    def _attr(self, name):
+        return getattr(import_module(f"plasticnet.tasks.{self.module}"), name)
+
+    @property
+    def config_cls(self) -> type:
+        return self._attr(self.config_class)
+
+    @property
+    def experiment(self) -> Callable:
+        return self._attr(self.experiment_class)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("pattern", "pattern", "PatternConfig", "PatternExperiment",
+             "binary pattern memorisation and completion (DP 2018, section 4.1)"),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]

@@ -1,0 +1,129 @@
+"""The training loop every task shares: seeds, logging, checkpoints, resuming, a progress bar.
+
+A run directory holds ``config.json`` (task, preset and the fully resolved configuration), ``metrics.jsonl`` (one
+JSON object per logged point: ``iteration``, ``seconds`` and the task's metrics averaged over the window since the
+previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt`` (written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import from_dict, to_dict
+from ..errors import CheckpointError, ConfigError
+from ..tasks import get_task
+from . import checkpoint as ckpt
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+def read_config(run_dir: Path) -> tuple[str, str, object]:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; give a run directory written by `plasticnet train`")
+    saved = json.loads(path.read_text())
+    task = get_task(saved["task"])
+    return saved["task"], saved.get("preset", ""), from_dict(task.config_cls, saved["config"])
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _keep_metrics_up_to(run_dir: Path, iteration: int) -> None:
+    """On resume, drop points logged after the checkpoint: those iterations are trained again."""
+    kept = [m for m in read_metrics(run_dir) if m["iteration"] <= iteration]
+    (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+
+def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = False, progress: bool = True,
+          stop_when: Optional[Callable[[dict], bool]] = None, time_budget: Optional[float] = None) -> Path:
+    """Train ``task_name`` with ``cfg`` into ``out_dir``; with ``resume``, continue from its checkpoint.
+
+    ``stop_when(metrics)`` and ``time_budget`` (seconds) end a run early at a logging point (the demo uses both).
+    Ctrl-C saves a checkpoint before leaving, so no finished iteration is lost.
+    """
+    task = get_task(task_name)
+    out = Path(out_dir)
+    if not resume and (out / ckpt.CHECKPOINT).exists():
+        raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    (out / CONFIG).write_text(json.dumps({"task": task_name, "preset": preset, "config": to_dict(cfg)}, indent=2))
+
+    ckpt.seed_everything(cfg.seed)
+    experiment = task.experiment(cfg, device)
+    start = 0
+    if resume:
+        state = ckpt.load(out / ckpt.CHECKPOINT, device)
+        experiment.load_state_dict(state["experiment"])
+        ckpt.set_rng_state(state["rng"])
+        start = state["iteration"]
+        _keep_metrics_up_to(out, start)
+
+    def save(iteration: int) -> None:
+        ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
+                          "experiment": experiment.state_dict(), "rng": ckpt.rng_state()}, out / ckpt.CHECKPOINT)
+
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resume else None)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    began = time.monotonic()
+    iteration = start
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
+    try:
+        with (out / METRICS).open("a") as log:
+            while iteration < cfg.iterations:
+                values = experiment.step(iteration)
+                iteration += 1
+                count += 1
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0) + v.detach()
+                bar.update(1)
+                last = iteration == cfg.iterations
+                if iteration % cfg.log_every == 0 or last:
+                    point = {k: float(v) / count for k, v in sums.items()}
+                    record = {"iteration": iteration, "seconds": round(time.monotonic() - began, 3), **point}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    for k, v in point.items():
+                        writer.add_scalar(k, v, iteration)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in point.items()})
+                    sums, count = {}, 0
+                    done_early = (stop_when is not None and stop_when(point)) or (
+                        time_budget is not None and time.monotonic() - began > time_budget)
+                    if done_early:
+                        break
+                if iteration % cfg.save_every == 0:
+                    save(iteration)
+    except KeyboardInterrupt:
+        save(iteration)
+        bar.close()
+        raise
+    finally:
+        writer.close()
+    save(iteration)
+    bar.close()
+    return out
