@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
-from .train.loop import resolve_device
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -92,11 +91,10 @@ def _training_step(model, shown, target):
 
 def bench_pattern(batch_sizes, steps: int, device: torch.device) -> list[dict]:
     from .config import resolve
-    from .tasks.pattern import RecurrentModel, make_episodes
+    from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes
 
     plain_module = load_benchmark_module("plain_pattern")
-    cfg = resolve(__import__("plasticnet.tasks.pattern", fromlist=["PatternConfig"]).PatternConfig,
-                  "pattern", "paper-1000bit", {})
+    cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
@@ -116,10 +114,7 @@ def bench_pattern(batch_sizes, steps: int, device: torch.device) -> list[dict]:
     return rows
 
 
-def run_suite(suite: str, batch_sizes, steps: int, device_name: str) -> list[dict]:
-    device = resolve_device(device_name)
-    if suite != "pattern":
-        raise ConfigError(f"unknown benchmark suite {suite!r}; choose pattern")
+def pattern_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); {where}")
     rows = bench_pattern(batch_sizes, steps, device)
@@ -129,3 +124,7 @@ def run_suite(suite: str, batch_sizes, steps: int, device_name: str) -> list[dic
         print(f"{r['batch']:>5} {r['library_eps']:>13.2f} {r['plain_eps']:>11.2f} {r['speedup']:>8.2f}x "
               f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} {r['max_output_difference']:>12.1e}")
     return rows
+
+
+# Each suite takes (batch_sizes, timed steps or 0 for about 2 s, device) and prints its table.
+SUITES = {"pattern": pattern_suite}

@@ -83,6 +83,20 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_eval(sub) -> None:
+    from .tasks import TASKS
+
+    evaluable = [t for t in TASKS.values() if t.hook("evaluate") is not None]
+    if not evaluable:
+        return
+    p = sub.add_parser("eval", help="evaluate a trained checkpoint")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
+    for task in evaluable:
+        q = tasks.add_parser(task.name, help=task.help)
+        task.hook("add_eval_arguments")(q)
+        q.set_defaults(func=task.hook("evaluate"))
+
+
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped)")
     p.add_argument("runs", nargs="+", type=Path, metavar="DIR")
@@ -106,8 +120,10 @@ def _run_plot(args) -> int:
 
 
 def _add_bench(sub) -> None:
+    from .bench import SUITES
+
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
-    p.add_argument("suite", choices=["pattern"])
+    p.add_argument("suite", choices=list(SUITES))
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--episodes", type=int, default=0, help="timed steps per measurement (0: about 2 s each)")
     p.add_argument("--device", default="cpu")
@@ -115,9 +131,10 @@ def _add_bench(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    from .bench import run_suite
+    from .bench import SUITES
+    from .train.loop import resolve_device
 
-    run_suite(args.suite, args.batch_sizes, args.episodes, args.device)
+    SUITES[args.suite](args.batch_sizes, args.episodes, resolve_device(args.device))
     return 0
 
 
@@ -153,21 +170,18 @@ def _run_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data.commands import register as register_data
 
     parser = _Parser(prog="plasticnet", description="Plastic and neuromodulated plastic networks: "
                                                    "train, evaluate, plot and benchmark the papers' experiments.")
     parser.add_argument("--version", action="version", version=f"plasticnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
+    _add_eval(sub)
     _add_plot(sub)
     _add_bench(sub)
     _add_demo(sub)
-    try:
-        from .data.commands import register as register_data
-    except ImportError:
-        pass
-    else:
-        register_data(sub)
+    register_data(sub)
     return parser
 
 

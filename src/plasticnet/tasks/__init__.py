@@ -1,5 +1,8 @@
 """The papers' experiments. Each task names its configuration class and how to build a trainable experiment.
 
+A task module may also define ``add_eval_arguments(parser)`` and ``evaluate(args) -> int``; the command line
+then offers ``plasticnet eval TASK``.
+
 An experiment object has ``model``, ``metrics`` (names, the headline metric first), ``step(iteration)`` (one
 optimisation step, returning a dict of scalar tensors) and ``state_dict`` / ``load_state_dict`` (everything needed
 to resume). The training loop (:mod:`plasticnet.train`) never knows more than that.
@@ -32,6 +35,10 @@ class Task:
     @property
     def experiment(self) -> Callable:
         return self._attr(self.experiment_class)
+
+    def hook(self, name: str):
+        """An optional module-level function of the task (``evaluate``, ``add_eval_arguments``), or None."""
+        return getattr(import_module(f"plasticnet.tasks.{self.module}"), name, None)
 
 
 TASKS: dict[str, Task] = {
