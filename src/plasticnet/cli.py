@@ -69,7 +69,8 @@ def _run_train(args) -> int:
         task, preset, saved = read_config(args.resume)
         if task != args.task:
             raise ConfigError(f"{args.resume} holds a {task} run, not {args.task}; use `plasticnet train {task}`")
-        changed = {k: v for k, v in overrides.items() if v is not None and k != "iterations"}
+        changed = {k: v for k, v in overrides.items()
+                   if v is not None and k != "iterations" and v != getattr(saved, k)}
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; only --iterations may change, not "
                               f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
@@ -125,7 +126,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
     p.add_argument("suite", choices=list(SUITES))
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--episodes", type=int, default=0, help="timed steps per measurement (0: about 2 s each)")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_bench)
 
@@ -134,7 +136,7 @@ def _run_bench(args) -> int:
     from .bench import SUITES
     from .train.loop import resolve_device
 
-    SUITES[args.suite](args.batch_sizes, args.episodes, resolve_device(args.device))
+    SUITES[args.suite](args.batch_sizes, args.rounds, resolve_device(args.device))
     return 0
 
 

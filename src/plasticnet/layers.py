@@ -171,13 +171,27 @@ class PlasticRNN(nn.Module):
 
     ``outputs, state = rnn(x, state)`` with ``x`` (T, B, input) or (B, T, input) when ``batch_first``;
     ``outputs`` has the same layout with ``hidden_size`` features; traces travel in ``state``.
-    Every keyword is passed on to the cell.
+    Every other keyword is passed on to the cell.
+
+    ``fused=True`` (default) runs un-modulated tanh networks with the ``hebb``, ``oja`` or ``clip`` rule through
+    :func:`plasticnet.fast.fused_plastic_rnn`: the same results, faster, with a hand-written backward pass;
+    ``checkpoint_every=k`` then keeps only every k-th trace for the backward pass and recomputes the others
+    (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory). Other
+    configurations step the cell, so autograd keeps every trace.
     """
 
-    def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False, **cell_kwargs):
+    def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False, fused: bool = True,
+                 checkpoint_every: Optional[int] = None, **cell_kwargs):
         super().__init__()
+        from .fast import fusable
+
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every}")
         self.batch_first = batch_first
         self.cell = PlasticRNNCell(input_size, hidden_size, **cell_kwargs)
+        self.checkpoint_every = checkpoint_every
+        self.fused = (fused and fusable(self.cell.rule) and self.cell.modulation is None
+                      and self.cell.activation == "tanh")
 
     def initial_state(self, batch_size: int) -> PlasticState:
         return self.cell.initial_state(batch_size)
@@ -185,12 +199,28 @@ class PlasticRNN(nn.Module):
     def forward(self, x: torch.Tensor, state: Optional[PlasticState] = None):
         if x.dim() != 3:
             raise ConfigError(f"PlasticRNN expects a 3-D input (T, B, features), got shape {tuple(x.shape)}")
-        steps = x.unbind(1 if self.batch_first else 0)
-        outputs = []
-        for x_t in steps:
-            h, state = self.cell(x_t, state)
-            outputs.append(h)
-        return torch.stack(outputs, 1 if self.batch_first else 0), state
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        if self.fused:
+            outputs, state = self._fused_forward(x, state)
+        else:
+            outputs = []
+            for x_t in x.unbind(0):
+                h, state = self.cell(x_t, state)
+                outputs.append(h)
+            outputs = torch.stack(outputs)
+        return (outputs.transpose(0, 1) if self.batch_first else outputs), state
+
+    def _fused_forward(self, x, state):
+        from .fast import fused_plastic_rnn
+
+        cell = self.cell
+        if state is None:
+            state = cell.initial_state(x.shape[1])
+        drive = x if cell.i2h is None else cell.i2h(x)
+        outputs, hebb = fused_plastic_rnn(drive, state.h, state.hebb, cell.w, cell.alpha, cell.eta, cell.rule,
+                                          self.checkpoint_every)
+        return outputs, PlasticState(outputs[-1], hebb)
 
 
 class PlasticLinear(nn.Module):
