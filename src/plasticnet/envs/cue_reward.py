@@ -86,7 +86,7 @@ class CueRewardEnv(BatchedEnv):
         self._batch_index = torch.arange(batch_size, device=self.device)
         self._action_ids = torch.arange(self.n_actions, device=self.device)
         self.cues = self.target = self.stimulus = self.trial_has_target = None
-        self._stimulus_table = self._prev_reward = self._prev_action = None
+        self._stimulus_table = self._flip = self._prev_reward = self._prev_action = None
 
     @property
     def obs_size(self) -> int:
@@ -105,6 +105,9 @@ class CueRewardEnv(BatchedEnv):
         self.cues = self._draw_cues()
         self.target = random_below(self.episode_seeds, _TARGET_STREAM, 0, n)
         self.stimulus, self.trial_has_target = self._draw_schedule()
+        # Drawn for every step now, so that a step needs no random numbers (few kernel launches on a GPU).
+        steps = torch.arange(self.episode_length, device=self.device)
+        self._flip = random_bool(self.episode_seeds, _FLIP_STREAM, steps, self.config.flip_prob)
         table = torch.zeros(self.batch_size, n + 2, c + 1, dtype=torch.float32, device=self.device)
         table[:, :n, :c] = self.cues
         table[:, self.go_code, c] = 1.0
@@ -166,8 +169,7 @@ class CueRewardEnv(BatchedEnv):
         right = respond == self.trial_has_target[:, self.t]
         outcome = (2.0 * right - 1.0) * config.reward
         reward = go * outcome - respond * config.response_penalty
-        flip = go & random_bool(self.episode_seeds, _FLIP_STREAM, self.t, config.flip_prob)
-        reward = torch.where(flip, -reward, reward).to(torch.float32)
+        reward = torch.where(go & self._flip[:, self.t], -reward, reward).to(torch.float32)
         self._prev_reward = reward
         self._prev_action = action
         return reward

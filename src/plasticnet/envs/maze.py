@@ -130,7 +130,7 @@ class MazeEnv(BatchedEnv):
         self._view_rows = offsets.repeat_interleave(3)
         self._view_cols = offsets.repeat(3)
         self.agent_pos = self.reward_pos = None
-        self._prev_reward = self._prev_action = None
+        self._teleports = self._prev_reward = self._prev_action = None
 
     @property
     def obs_size(self) -> int:
@@ -150,6 +150,7 @@ class MazeEnv(BatchedEnv):
         pick = random_below(seeds, _REWARD_CELL_STREAM, 0, len(self._reward_candidates))
         self.reward_pos = self._reward_candidates[pick]
         self.agent_pos = self.centre.expand(self.batch_size, 2).clone()
+        self._teleports = self._draw_teleports()
         self._prev_reward = torch.zeros(self.batch_size, dtype=torch.float32, device=self.device)
         self._prev_action = torch.zeros(self.batch_size, dtype=torch.int64, device=self.device)
 
@@ -165,16 +166,24 @@ class MazeEnv(BatchedEnv):
         self._prev_action = action
         return reward
 
+    def _draw_teleports(self) -> torch.Tensor:
+        """(B, episode_length) uniform draws, one per step, that :meth:`_teleport_targets` turns into cells.
+
+        Drawn at reset so that a step hashes nothing: on a GPU, hashing at every step costs dozens of kernel launches.
+        """
+        n_choices = len(self.free_cells) - (self.config.teleport == "not-reward")
+        counter = torch.arange(self.episode_length, device=self.device)
+        return random_below(self.episode_seeds, _TELEPORT_STREAM, counter, n_choices)
+
     def _teleport_targets(self) -> torch.Tensor:
-        """Where each episode would land if it hit the reward now, drawn from its stream at counter ``t``."""
+        """(B, 2): where each agent goes if it hits the reward at this step."""
         if self.config.teleport == "centre":
             return self.centre.expand(self.batch_size, 2)
-        if self.config.teleport == "anywhere":
-            return self.free_cells[random_below(self.episode_seeds, _TELEPORT_STREAM, self.t, len(self.free_cells))]
-        # Uniform over the free cells but the reward cell: draw among F - 1 and skip over the reward cell's index.
-        pick = random_below(self.episode_seeds, _TELEPORT_STREAM, self.t, len(self.free_cells) - 1)
-        reward_index = self._cell_index[self.reward_pos[:, 0], self.reward_pos[:, 1]]
-        return self.free_cells[pick + (pick >= reward_index)]
+        pick = self._teleports[:, self.t]
+        if self.config.teleport == "not-reward":
+            # Uniform over the free cells but the reward cell: a draw among F - 1 skips over the reward cell's index.
+            pick = pick + (pick >= self._cell_index[self.reward_pos[:, 0], self.reward_pos[:, 1]])
+        return self.free_cells[pick]
 
     def observe(self) -> torch.Tensor:
         obs = torch.zeros(self.batch_size, 17, dtype=torch.float32, device=self.device)
