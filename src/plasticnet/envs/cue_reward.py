@@ -8,6 +8,10 @@ was among the trial's cues, and loses ``reward`` otherwise; with probability ``f
 sign. Any response, at any step, costs ``response_penalty``. The reward is seen on the next step, the trial's final
 blank. A constant policy scores 0 on average; the best about 120 / 6.5 ≈ 18 per episode.
 
+Two readings of the spec: it writes "L − 5 blanks", which is L − 3 − n/2 for n = 4; this form keeps every trial at
+length L for any n. And it lists the sign flip under the Go-step outcome, so only Go steps are flipped (elsewhere the
+reward is just the response penalty).
+
 The whole trial schedule is drawn at :meth:`CueRewardEnv.reset`, so a step is a few gathers.
 """
 
