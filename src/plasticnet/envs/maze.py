@@ -1,0 +1,214 @@
+"""The grid maze of both papers' meta-RL experiments, B episodes at once as tensors.
+
+One class covers the three variants of the reference code, which differ only in the details held by
+:class:`MazeConfig` (the presets in :data:`MAZE_PRESETS`):
+
+* ``"paper-2018"``: DP-2018 ``maze/maze.py`` (differentiable-plasticity.md §5.1, §5.2, §8 item 12): 9x9, 250 steps,
+  wall penalty 0.1, the reward cell may be the centre, the teleport may land on the reward cell, raw step number as
+  the time input and no previous-action input;
+* ``"paper-2019"``: Backpropamine ``maze/batch.py`` as run (backpropamine.md §3.1, DP §5.9): 13x13, 200 steps;
+* ``"simplemaze"``: Backpropamine ``simplemaze/maze.py`` (backpropamine.md §2.1, §9.1): 11x11, 200 steps.
+
+The two 2019 variants share everything but the size: reward cell never the centre, teleport never onto the reward cell,
+time input ``t / episode_length``, previous action one-hot with action 0 set at ``t = 0`` (backpropamine.md §7 P12,
+P14).
+
+Dynamics of one step, per episode (backpropamine.md §2.1, DP §5.2): actions 0 up (row - 1), 1 down, 2 left
+(col - 1), 3 right. Moving into a wall or pillar leaves the agent in place and costs ``wall_penalty``. Then, if the
+agent stands on the invisible reward cell, it gains ``reward`` and is teleported. Reaching the reward cell by teleport
+pays nothing; standing on it at the next step pays (even after a wall bump: 10 - 0.1 = 9.9 in paper-2018).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from plasticnet.envs.base import BatchedEnv, resolve_config
+from plasticnet.envs.streams import random_below
+from plasticnet.errors import ConfigError
+
+_REWARD_CELL_STREAM = 1
+_TELEPORT_STREAM = 2
+
+_REWARD_CELLS = ("free", "not-centre", "periphery")
+_TELEPORTS = ("anywhere", "not-reward", "centre")
+_OBSERVATIONS = ("dp2018", "backpropamine")
+
+# Row and column offsets of the actions up, down, left, right.
+_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+@dataclass(frozen=True)
+class MazeConfig:
+    """One maze variant. Start from a preset and change fields with ``dataclasses.replace``.
+
+    * ``size``: side length L, odd and at least 5 (free cells 41 / 65 / 97 for L = 9 / 11 / 13).
+    * ``episode_length``: steps per episode.
+    * ``reward``: gained on the reward cell. ``wall_penalty``: lost for each bump into a wall (a positive number).
+    * ``reward_cells``: where the reward cell is drawn, uniformly: ``"free"`` any free cell (DP-2018 ``--rp 0``),
+      ``"not-centre"`` any free cell but the centre (2019), ``"periphery"`` free cells in rows or columns 1 and L-2
+      (DP-2018 ``--rp 1``).
+    * ``teleport``: where a hit sends the agent: ``"anywhere"`` uniform over free cells, the reward cell included
+      (DP-2018 ``--randstart 1``), ``"not-reward"`` uniform over the other free cells (2019), ``"centre"`` (DP-2018
+      ``--randstart 0``).
+    * ``observation``: the input layout, ``"dp2018"`` or ``"backpropamine"`` (see :class:`MazeEnv`).
+    """
+
+    size: int
+    episode_length: int
+    reward: float
+    wall_penalty: float
+    reward_cells: str
+    teleport: str
+    observation: str
+
+    def __post_init__(self):
+        if not isinstance(self.size, int) or self.size < 5 or self.size % 2 == 0:
+            raise ConfigError(f"maze size must be an odd integer >= 5 (the papers use 9, 11, 13), got {self.size!r}")
+        if not isinstance(self.episode_length, int) or self.episode_length < 1:
+            raise ConfigError(f"maze episode_length must be a positive integer, got {self.episode_length!r}")
+        for name, allowed in (("reward_cells", _REWARD_CELLS), ("teleport", _TELEPORTS),
+                              ("observation", _OBSERVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"maze {name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+
+
+MAZE_PRESETS = {
+    "paper-2018": MazeConfig(size=9, episode_length=250, reward=10.0, wall_penalty=0.1, reward_cells="free",
+                             teleport="anywhere", observation="dp2018"),
+    "paper-2019": MazeConfig(size=13, episode_length=200, reward=10.0, wall_penalty=0.0, reward_cells="not-centre",
+                             teleport="not-reward", observation="backpropamine"),
+    "simplemaze": MazeConfig(size=11, episode_length=200, reward=10.0, wall_penalty=0.0, reward_cells="not-centre",
+                             teleport="not-reward", observation="backpropamine"),
+}
+
+
+def maze_walls(size: int) -> torch.Tensor:
+    """The (size, size) bool wall map: border walls, pillars where row and column are both even, centre cleared.
+
+    (backpropamine.md §2.1, differentiable-plasticity.md §5.1.)
+    """
+    index = torch.arange(size)
+    border = (index == 0) | (index == size - 1)
+    even = index % 2 == 0
+    walls = border[:, None] | border[None, :] | (even[:, None] & even[None, :])
+    walls[size // 2, size // 2] = False
+    return walls
+
+
+class MazeEnv(BatchedEnv):
+    """B grid-maze episodes stepping together. State: ``agent_pos``, ``reward_pos`` (B, 2) long (row, column).
+
+    Observation (17 values), by ``config.observation``:
+
+    * ``"backpropamine"`` (backpropamine.md §2.1): 0-8 the 3x3 wall map around the agent, row-major (1 = wall;
+      index 4, the agent's cell, is 0); 9 zero; 10 bias 1; 11 ``t / episode_length``; 12 previous reward (0 at t=0);
+      13-16 previous action one-hot, action 0 at t=0;
+    * ``"dp2018"`` (differentiable-plasticity.md §5.2): 0-8 the 3x3 wall map; 9-13 zero; 14 previous reward;
+      15 the raw step number ``t``; 16 bias 1.
+
+    The reward cell is invisible: nothing in the observation marks it.
+    """
+
+    n_actions = 4
+
+    def __init__(self, batch_size: int, config: MazeConfig | str = "paper-2019",
+                 *, device: str | torch.device = "cpu", seed: int | None = None):
+        config = resolve_config(config, MAZE_PRESETS, MazeConfig)
+        super().__init__(batch_size, config.episode_length, device, seed)
+        self.config = config
+        self.walls = maze_walls(config.size).to(self.device)
+        self.free_cells = self.walls.logical_not().nonzero()
+        self.centre = torch.full((2,), config.size // 2, dtype=torch.int64, device=self.device)
+        self._reward_candidates = self.free_cells[_reward_cell_mask(self.free_cells, config)]
+        self._cell_index = torch.full_like(self.walls, -1, dtype=torch.int64)
+        self._cell_index[self.free_cells[:, 0], self.free_cells[:, 1]] = torch.arange(len(self.free_cells),
+                                                                                     device=self.device)
+        self._moves = torch.tensor(_MOVES, device=self.device)
+        self._action_ids = torch.arange(self.n_actions, device=self.device)
+        offsets = torch.arange(-1, 2, device=self.device)
+        self._view_rows = offsets.repeat_interleave(3)
+        self._view_cols = offsets.repeat(3)
+        self.agent_pos = self.reward_pos = None
+        self._teleports = self._prev_reward = self._prev_action = None
+
+    @property
+    def obs_size(self) -> int:
+        return 17
+
+    def observation_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        low, high = torch.zeros(17, dtype=torch.float32), torch.ones(17, dtype=torch.float32)
+        reward_bound = abs(self.config.reward) + abs(self.config.wall_penalty)
+        if self.config.observation == "dp2018":
+            low[14], high[14], high[15] = -reward_bound, reward_bound, self.episode_length
+        else:
+            low[12], high[12] = -reward_bound, reward_bound
+        return low, high
+
+    def _start(self) -> None:
+        seeds = self.episode_seeds
+        pick = random_below(seeds, _REWARD_CELL_STREAM, 0, len(self._reward_candidates))
+        self.reward_pos = self._reward_candidates[pick]
+        self.agent_pos = self.centre.expand(self.batch_size, 2).clone()
+        self._teleports = self._draw_teleports()
+        self._prev_reward = torch.zeros(self.batch_size, dtype=torch.float32, device=self.device)
+        self._prev_action = torch.zeros(self.batch_size, dtype=torch.int64, device=self.device)
+
+    def _advance(self, action: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        target = self.agent_pos + self._moves[action]
+        bump = self.walls[target[:, 0], target[:, 1]]
+        position = torch.where(bump[:, None], self.agent_pos, target)
+        hit = (position == self.reward_pos).all(dim=1)
+        reward = (hit * config.reward - bump * config.wall_penalty).to(torch.float32)
+        self.agent_pos = torch.where(hit[:, None], self._teleport_targets(), position)
+        self._prev_reward = reward
+        self._prev_action = action
+        return reward
+
+    def _draw_teleports(self) -> torch.Tensor:
+        """(B, episode_length) uniform draws, one per step, that :meth:`_teleport_targets` turns into cells.
+
+        Drawn at reset so that a step hashes nothing: on a GPU, hashing at every step costs dozens of kernel launches.
+        """
+        n_choices = len(self.free_cells) - (self.config.teleport == "not-reward")
+        counter = torch.arange(self.episode_length, device=self.device)
+        return random_below(self.episode_seeds, _TELEPORT_STREAM, counter, n_choices)
+
+    def _teleport_targets(self) -> torch.Tensor:
+        """(B, 2): where each agent goes if it hits the reward at this step."""
+        if self.config.teleport == "centre":
+            return self.centre.expand(self.batch_size, 2)
+        pick = self._teleports[:, self.t]
+        if self.config.teleport == "not-reward":
+            # Uniform over the free cells but the reward cell: a draw among F - 1 skips over the reward cell's index.
+            pick = pick + (pick >= self._cell_index[self.reward_pos[:, 0], self.reward_pos[:, 1]])
+        return self.free_cells[pick]
+
+    def observe(self) -> torch.Tensor:
+        obs = torch.zeros(self.batch_size, 17, dtype=torch.float32, device=self.device)
+        rows = self.agent_pos[:, :1] + self._view_rows
+        cols = self.agent_pos[:, 1:] + self._view_cols
+        obs[:, :9] = self.walls[rows, cols]
+        if self.config.observation == "dp2018":
+            obs[:, 14] = self._prev_reward
+            obs[:, 15] = self.t
+            obs[:, 16] = 1.0
+        else:
+            obs[:, 10] = 1.0
+            obs[:, 11] = self.t / self.episode_length
+            obs[:, 12] = self._prev_reward
+            obs[:, 13:17] = self._prev_action[:, None] == self._action_ids
+        return obs
+
+
+def _reward_cell_mask(cells: torch.Tensor, config: MazeConfig) -> torch.Tensor:
+    """Which of ``cells`` (n, 2) may hold the reward under ``config.reward_cells``."""
+    centre = config.size // 2
+    if config.reward_cells == "free":
+        return torch.ones(len(cells), dtype=torch.bool, device=cells.device)
+    if config.reward_cells == "not-centre":
+        return (cells != centre).any(dim=1)
+    edges = torch.tensor([1, config.size - 2], device=cells.device)
+    return torch.isin(cells, edges).any(dim=1)
+
