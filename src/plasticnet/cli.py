@@ -51,6 +51,8 @@ def _add_train(sub) -> None:
         p.add_argument("--out", type=Path, help="run directory (default runs/TASK/PRESET-seedS-TIME)")
         p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="stop at the first logging point after this many seconds (checkpoint kept)")
         _add_config_flags(p, task.config_cls)
         p.set_defaults(func=_run_train, config_cls=task.config_cls)
 
@@ -75,11 +77,13 @@ def _run_train(args) -> int:
             raise ConfigError(f"a resumed run keeps its settings; only --iterations may change, not "
                               f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
         cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": overrides["iterations"] or saved.iterations})
-        out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress)
+        out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress,
+                    time_budget=args.time_budget)
     else:
         cfg = resolve(args.config_cls, args.task, args.preset, overrides)
         out = args.out or Path("runs") / args.task / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress)
+        out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress,
+                    time_budget=args.time_budget)
     print(f"run saved in {out}")
     return 0
 
