@@ -46,6 +46,10 @@ TASKS: dict[str, Task] = {
     for t in [
         Task("pattern", "pattern", "PatternConfig", "PatternExperiment",
              "binary pattern memorisation and completion (DP 2018, section 4.1)"),
+        Task("maze", "maze", "MazeTrainConfig", "A2CExperiment",
+             "grid maze meta-RL with A2C (DP 2018 section 4.4, backpropamine section 4.2)"),
+        Task("cue-reward", "cue_reward", "CueRewardTrainConfig", "A2CExperiment",
+             "cue-reward association meta-RL with A2C (backpropamine section 4.3)"),
     ]
 }
 
