@@ -124,9 +124,9 @@ def bench_pattern(batch_sizes, steps: int, device: torch.device) -> list[dict]:
 
 
 def pattern_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); {where}")
-    rows = bench_pattern(batch_sizes, steps, device)
+    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
+          f"{_where(device)}")
+    rows = bench_pattern(batch_sizes or [1, 8, 32], steps, device)
     print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
           f"{'plain MB':>9} {'same output':>12}")
     for r in rows:
@@ -135,5 +135,43 @@ def pattern_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
     return rows
 
 
-# Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
-SUITES = {"pattern": pattern_suite}
+def _where(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+
+
+def bench_maze(batch_sizes, steps: int, device: torch.device) -> list[dict]:
+    """One A2C iteration on the paper-2019 maze (simple neuromodulation, 100 units, 200 steps): the library's
+    :class:`~plasticnet.train.a2c.A2CExperiment` against ``benchmarks/plain_maze.py``, both past the burn-in."""
+    from .config import resolve
+    from .tasks.maze import A2CExperiment, MazeTrainConfig
+
+    plain_module = load_benchmark_module("plain_maze")
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        cfg = resolve(MazeTrainConfig, "maze", "paper-2019", {"batch_size": batch, "burn_in": 0,
+                                                               "device": str(device)})
+        library = A2CExperiment(cfg, device)
+        plain = plain_module.PlainA2C(batch_size=batch, device=device)
+        iterations = iter(range(1 << 62))
+        lib_s, plain_s, lib_mem, plain_mem = compare(lambda: library.step(next(iterations)), plain.iteration,
+                                                     device, steps)
+        rows.append({"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
+                     "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20})
+    return rows
+
+
+def maze_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
+    print(f"maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units, one A2C iteration "
+          f"(episode, loss, backward, clip, Adam); {_where(device)}")
+    rows = bench_maze(batch_sizes or [30], steps, device)
+    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['library_s']:>13.4f} {r['plain_s']:>11.4f} {r['speedup']:>8.2f}x "
+              f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f}")
+    return rows
+
+
+# Each suite takes (batch_sizes or None for its own, interleaved timing rounds or 0 for about 4 s, device) and
+# prints its table.
+SUITES = {"pattern": pattern_suite, "maze": maze_suite}
