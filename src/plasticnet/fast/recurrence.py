@@ -76,6 +76,9 @@ class Workspace:
         return buffer
 
 
+_hardtanh_backward = torch.ops.aten.hardtanh_backward.grad_input
+
+
 def _decay_and_q(kind: str, rate: torch.Tensor, post: torch.Tensor):
     """The rule as ``decay * trace + outer(pre, q)``. ``rate`` is a scalar tensor, (B, 1) or (B, N); decay is
     None (clip), or broadcasts over the pre-synaptic axis: a scalar, (B, 1, 1) or (B, 1, N)."""
@@ -222,13 +225,14 @@ class _FusedPlasticRNN(torch.autograd.Function):
             mod_slopes = (1 - mods.square()).unbind(0)
             g_z_all = h.new_empty(T, B, 1)
             g_zs = g_z_all.unbind(0)
-            m_steps = mods.unbind(0)
         else:
             rate_steps = [eta] * T
+        # What does not depend on the adjoints is computed for all steps at once: the post-synaptic terms of the
+        # trace updates, and (after the loop) the gradients that only sum the per-step rate gradients.
+        q_steps = None if retro else ((rates if spec.fanout else mods) if modulated else eta).mul(h[1:]).unbind(0)
+        d_rates = h.new_empty(T, B, N)
         d_alpha = torch.zeros_like(alpha)
-        d_eta = torch.zeros_like(eta) if eta is not None else None
-        d_fan_w = torch.zeros_like(fan_w) if spec.fanout else None
-        d_fan_b = torch.zeros_like(fan_b) if spec.fanout else None
+        d_eta = torch.zeros_like(eta) if retro else None
         w_t = w.t()
         scratch = h.new_empty(B, N, N)
         work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
@@ -250,8 +254,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
                 # Through the trace updates, from the adjoints of the traces after the step to those before it.
                 if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
-                    torch.ops.aten.hardtanh_backward.grad_input(G_plastic, after[0], -spec.clip, spec.clip,
-                                                                grad_input=G_plastic)
+                    _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
                 if retro:
                     # eligibility_after = (1 - eta) eligibility_before + eta outer(pre, post)
                     d_q = torch.bmm(pre.unsqueeze(1), G_elig).squeeze(1)
@@ -260,14 +263,13 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     d_eta += (d_q * post).sum() - torch.mul(G_elig, before[1], out=scratch).sum()
                     G_elig.mul_(1 - eta)
                     # plastic_after = clip(plastic_before + rate * eligibility_before)
-                    d_rate = torch.mul(G_plastic, before[1], out=scratch).sum(1)
+                    d_rate = torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rates[t])
                     G_elig.addcmul_(rate.unsqueeze(1), G_plastic)
                 else:
-                    decay, q = _decay_and_q(spec.kind, rate, post)
                     d_q = torch.bmm(pre.unsqueeze(1), G_plastic).squeeze(1)
-                    g_pre = _matvec(G_plastic, q)
+                    g_pre = _matvec(G_plastic, q_steps[t])
                     g_post = rate * d_q
-                    d_rate = d_q.mul_(post)
+                    d_rate = torch.mul(d_q, post, out=d_rates[t])
                     if spec.kind != "clip":
                         d_decay = torch.mul(G_plastic, before[0], out=scratch).sum(1)
                         if spec.kind == "hebb":
@@ -275,17 +277,10 @@ class _FusedPlasticRNN(torch.autograd.Function):
                         else:
                             g_post -= 2 * rate * post * d_decay
                             d_rate -= post * post * d_decay
-                        G_plastic.mul_(decay)
-                # From the rate to eta or to the modulator's parameters and the new activity.
-                if not modulated:
-                    d_eta += d_rate.sum()
-                else:
-                    if spec.fanout:
-                        d_fan_w.addmm_(d_rate.t(), m_steps[t])
-                        d_fan_b += d_rate.sum(0)
-                        d_m = d_rate @ fan_w
-                    else:
-                        d_m = d_rate.sum(1, keepdim=True)
+                        G_plastic.mul_(_decay_and_q(spec.kind, rate, post)[0])
+                # From the rate to the modulator and the new activity (to eta or the fan-out: after the loop).
+                if modulated:
+                    d_m = d_rate @ fan_w if spec.fanout else d_rate.sum(1, keepdim=True)
                     g_z = torch.mul(d_m, mod_slopes[t], out=g_zs[t])
                     g_post.addmm_(g_z, mod_w)
                 # Through the activity: post = tanh(u + pre @ w + pre @ (alpha * plastic_before)).
@@ -306,6 +301,10 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     d_alpha += (g_a * pre_trace).sum(0) if alpha.dim() == 1 else (g_a * pre_trace).sum()
                 g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
         flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
+        if not modulated:
+            d_eta = d_rates.sum()
+        d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
+        d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None
         d_w = flat(h[:-1]).t() @ flat(g_a_all)
         d_mod_w = (flat(g_z_all).t() @ flat(h[1:])) if modulated else None
         d_mod_b = g_z_all.sum((0, 1)) if modulated else None

@@ -119,11 +119,13 @@ def rollout(agent: RecurrentAgent, env, generator: torch.Generator, watch=None) 
     if watch is not None:
         watch(env)
     uniform = torch.rand(env.episode_length, env.batch_size, env.n_actions, generator=generator, device=obs.device)
-    gumbel = -torch.log(-torch.log(uniform))
+    with torch.no_grad():  # the scores' bias and the noise, added once for the whole episode
+        noisy_bias = agent.h2o.bias - torch.log(-torch.log(uniform))
+    weight = agent.h2o.weight.t()
     actions, rewards = [], []
 
     def act(t: int, h: torch.Tensor) -> torch.Tensor:
-        action = (agent.h2o(h) + gumbel[t]).argmax(-1)
+        action = torch.addmm(noisy_bias[t], h, weight).argmax(-1)  # argmax of h2o(h) + Gumbel noise
         obs, reward, _ = env.step(action)
         if watch is not None:
             watch(env)
