@@ -113,7 +113,7 @@ class PlainA2C:
             x = torch.from_numpy(np.stack([maze.observe(t) for maze in self.mazes])).to(device)
             scores, value, h, hebb = self.net(x, h, hebb)
             probs = torch.softmax(scores, dim=1)
-            dist = torch.distributions.Categorical(probs)
+            dist = torch.distributions.Categorical(probs, validate_args=False)  # the original's PyTorch did not check
             action = dist.sample()
             log_probs.append(dist.log_prob(action))
             loss = loss + self.entropy_coef * probs.pow(2).sum() / B
