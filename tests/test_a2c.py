@@ -234,6 +234,8 @@ def _error_line(capsys):
     (["train", "maze", "--agent", "rnn", "--fanout"], "has none"),
     (["train", "maze", "--agent", "modul", "--rule", "oja"], "needs a bounded additive rule"),
     (["train", "maze", "--gamma", "1.5"], "gamma"),
+    (["train", "maze", "--alpha", "diagonal"], "unknown alpha 'diagonal'"),
+    (["train", "cue-reward", "--rule", "stdp"], "unknown rule 'stdp'"),
     (["animate", "maze", "--checkpoint", "/nonexistent/run"], "no checkpoint"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, fragment, capsys, tmp_path):

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import torch
 
-from pathlib import Path
-
 from ..agents import AGENT_KINDS, RecurrentAgent
 from ..config import RunConfig, from_dict
 from ..errors import CheckpointError, ConfigError
+from ..layers import ALPHA_MODES
 from ..rules import make_rule
 from . import checkpoint as ckpt
 
@@ -72,6 +72,8 @@ class A2CConfig(RunConfig):
             raise ConfigError(f"unknown env {self.env!r}; choose one of {', '.join(self.env_presets)}")
         if self.agent not in AGENT_KINDS:
             raise ConfigError(f"unknown agent {self.agent!r}; choose one of {', '.join(AGENT_KINDS)}")
+        if self.alpha not in ALPHA_MODES:
+            raise ConfigError(f"unknown alpha {self.alpha!r}; choose one of {', '.join(ALPHA_MODES)}")
         if self.baseline not in BASELINES:
             raise ConfigError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
         rule = make_rule(self.rule, self.clip)
