@@ -1,8 +1,7 @@
 """``plasticnet bench``: the library's training step against a plain formulation of the same maths, in one run.
 
 Plain formulations live in the source tree's ``benchmarks/`` folder, not in the library, so the command runs from a
-source checkout. Memory is the peak allocated on a GPU; on the CPU, where PyTorch keeps no peak, it is the bytes
-autograd saves for the backward pass (the part that grows with episode length and batch size).
+source checkout. Memory is the peak of one training step above what was allocated before it (see ``_Memory``).
 """
 
 from __future__ import annotations
@@ -28,8 +27,17 @@ def load_benchmark_module(name: str):
     return module
 
 
+def _proc_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(field)
+
+
 class _Memory:
-    """Peak memory of one training step: CUDA's allocator peak, or autograd's saved tensors on the CPU."""
+    """Peak memory of one training step above what was allocated before it: CUDA's allocator peak on a GPU; on the
+    CPU the process's peak resident memory (Linux: reset through /proc/self/clear_refs), which counts every
+    temporary, or, where that is unavailable, the bytes autograd saves for the backward pass."""
 
     def __init__(self, device: torch.device):
         self.device, self.bytes = device, 0
@@ -45,7 +53,12 @@ class _Memory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        else:
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._base = _proc_kib("VmRSS")
+            self._hooks = None
+        except OSError:
             self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
             self._hooks.__enter__()
         return self
@@ -54,6 +67,8 @@ class _Memory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        elif self._hooks is None:
+            self.bytes = (_proc_kib("VmHWM") - self._base) * 1024
         else:
             self._hooks.__exit__(*exc)
             self.bytes = sum(self._storages.values())
@@ -86,54 +101,103 @@ def compare(library_step, plain_step, device: torch.device, rounds: int) -> tupl
     return best[0], best[1], mems[0], mems[1]
 
 
-def _training_step(model, shown, target):
+def _training_step(model, inputs, loss_fn):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
 
     def step():
-        out = model(shown)
-        loss = (out - target).square().sum(-1).mean()
+        loss = loss_fn(model(inputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def bench_pattern(batch_sizes, steps: int, device: torch.device) -> list[dict]:
-    from .config import resolve
-    from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes
+def _where(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
 
-    plain_module = load_benchmark_module("plain_pattern")
+
+def _copy_plastic_weights(plain, cell) -> None:
+    with torch.no_grad():
+        plain.w.copy_(cell.w)
+        plain.alpha.copy_(cell.alpha)
+        plain.eta.copy_(cell.eta)
+
+
+def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The 1000-bit pattern task's training step (forward, backward, Adam) per batch size."""
+    from .config import resolve
+    from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes, network_input
+
+    plain_rnn = load_benchmark_module("plain_rnn")
     cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
+    P = cfg.pattern_size
+    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
+          f"{_where(device)}")
+    print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
+          f"{'plain MB':>9} {'same output':>12}")
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
-        generator = torch.Generator(device=device).manual_seed(0)
-        shown, target = make_episodes(cfg, batch, generator, device)
+        shown, target = make_episodes(cfg, batch, torch.Generator(device=device).manual_seed(0), device)
         library = RecurrentModel(cfg).to(device)
-        plain = plain_module.PlainPlasticRNN(cfg.n_neurons, cfg.pattern_size).to(device)
+        plain = plain_rnn.PlainPlasticRNN(cfg.n_neurons).to(device)
+        _copy_plastic_weights(plain, library.rnn.cell)
+        drive = network_input(cfg, shown)
         with torch.no_grad():
-            plain.w.copy_(library.rnn.cell.w)
-            plain.alpha.copy_(library.rnn.cell.alpha)
-            gap = (plain(shown) - library(shown)).abs().max().item()
-        lib_s, plain_s, lib_mem, plain_mem = compare(_training_step(library, shown, target),
-                                                     _training_step(plain, shown, target), device, steps)
-        rows.append({"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
-                     "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
-                     "max_output_difference": gap})
+            gap = (plain(drive)[-1, :, :P] - library(shown)).abs().max().item()
+        lib_s, plain_s, lib_mem, plain_mem = compare(
+            _training_step(library, shown, lambda out: (out - target).square().sum(-1).mean()),
+            _training_step(plain, drive, lambda out: (out[-1, :, :P] - target).square().sum(-1).mean()),
+            device, rounds)
+        row = {"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
+               "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
+               "max_output_difference": gap}
+        rows.append(row)
+        print(f"{batch:>5} {row['library_eps']:>13.2f} {row['plain_eps']:>11.2f} {row['speedup']:>8.2f}x "
+              f"{row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {gap:>12.1e}", flush=True)
     return rows
 
 
-def pattern_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); {where}")
-    rows = bench_pattern(batch_sizes, steps, device)
-    print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
-          f"{'plain MB':>9} {'same output':>12}")
-    for r in rows:
-        print(f"{r['batch']:>5} {r['library_eps']:>13.2f} {r['plain_eps']:>11.2f} {r['speedup']:>8.2f}x "
-              f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} {r['max_output_difference']:>12.1e}")
+def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 256, steps: int = 500) -> list[dict]:
+    """A 256-unit plastic RNN, 500-step episodes: memory of one training step with chunked recomputation
+    (checkpoint every ~sqrt(T) steps) against the plain formulation, and whether the gradients agree."""
+    import math
+
+    from .layers import PlasticRNN
+
+    plain_rnn = load_benchmark_module("plain_rnn")
+    every = round(math.sqrt(steps))
+    print(f"memory: plastic RNN, {hidden} units, {steps}-step episodes, checkpoint every {every} steps; "
+          f"{_where(device)}")
+    print(f"{'batch':>5} {'library MB':>11} {'plain MB':>9} {'ratio':>7} {'library s':>10} {'plain s':>8} "
+          f"{'grad rel. difference':>21}")
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        library = PlasticRNN(None, hidden, rule="hebb", checkpoint_every=every).to(device)
+        plain = plain_rnn.PlainPlasticRNN(hidden).to(device)
+        _copy_plastic_weights(plain, library.cell)
+        drive = torch.randn(steps, batch, hidden, device=device)
+        target = torch.randn(batch, hidden, device=device)
+        grads = []
+        for model, params, run in ((library, library.cell, lambda: library(drive)[0]),
+                                   (plain, plain, lambda: plain(drive))):
+            model.zero_grad()
+            began = time.perf_counter()
+            with _Memory(device) as mem:
+                (run()[-1] - target).square().sum().backward()
+                _sync(device)
+            grads.append((mem.bytes, time.perf_counter() - began,
+                          [params.w.grad.clone(), params.alpha.grad.clone(), params.eta.grad.clone()]))
+        gap = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(grads[0][2], grads[1][2]))
+        row = {"batch": batch, "library_mb": grads[0][0] / 2**20, "plain_mb": grads[1][0] / 2**20,
+               "ratio": grads[0][0] / grads[1][0], "library_s": grads[0][1], "plain_s": grads[1][1],
+               "max_grad_difference": gap}
+        rows.append(row)
+        print(f"{batch:>5} {row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {row['ratio']:>7.3f} "
+              f"{row['library_s']:>10.2f} {row['plain_s']:>8.2f} {gap:>21.1e}", flush=True)
     return rows
 
 
 # Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
-SUITES = {"pattern": pattern_suite}
+SUITES = {"pattern": pattern_suite, "memory": memory_suite}
