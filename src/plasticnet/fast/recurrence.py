@@ -49,29 +49,35 @@ def _plastic_drive(pre, trace, alpha, scratch):
     return torch.bmm(pre.unsqueeze(1), trace).squeeze(1) * alpha
 
 
-def _trace_step(kind, clip, eta, trace, pre, post, out):
-    """Write the next trace into ``out`` (a buffer slot) without allocating a trace-sized temporary."""
+def _trace_step(kind, clip, eta, beta, trace, pre, post, out):
+    """Write the next trace into ``out`` (a buffer slot) without allocating a trace-sized temporary; a scalar decay
+    rides in baddbmm's ``beta`` (a Python number, read once per call so that no step waits for the device), so
+    hebb and clip read and write each trace element once."""
     decay, q = _decay_and_q(kind, eta, post)
-    if decay is None:
-        out.copy_(trace)
+    if kind == "oja":
+        torch.mul(trace, decay, out=out).baddbmm_(pre.unsqueeze(2), q.unsqueeze(1))
     else:
-        torch.mul(trace, decay, out=out)
-    out.baddbmm_(pre.unsqueeze(2), q.unsqueeze(1))
+        torch.baddbmm(trace, pre.unsqueeze(2), q.unsqueeze(1), beta=beta, out=out)
     if kind == "clip":
         out.clamp_(-clip, clip)
     return out
+
+
+def _scalar_decay(kind, eta) -> float:
+    return 1.0 - float(eta) if kind == "hebb" else 1.0
 
 
 def _run_chunk(kind, clip, eta, alpha, w, u, h, traces, start, stop, keep_h=None, scratch=None):
     """Steps start..stop-1 (0-based): ``traces[0]`` holds the trace before step ``start``; fills ``traces[1:]``.
     With ``keep_h`` (the activity buffer ``h`` itself) new activities are computed and written; without it (the
     backward pass's recomputation) they are read from ``h``."""
+    beta = _scalar_decay(kind, eta)
     for k, t in enumerate(range(start, stop)):
         pre = h[t]
         if keep_h is not None:
             drive = u[t] + pre @ w + _plastic_drive(pre, traces[k], alpha, scratch)
             torch.tanh(drive, out=keep_h[t + 1])
-        _trace_step(kind, clip, eta, traces[k], pre, h[t + 1], traces[k + 1])
+        _trace_step(kind, clip, eta, beta, traces[k], pre, h[t + 1], traces[k + 1])
 
 
 class _FusedPlasticRNN(torch.autograd.Function):
@@ -146,7 +152,8 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     g_pre += torch.bmm(scratch, g_a.unsqueeze(2)).squeeze(2)
                     torch.mul(pre.unsqueeze(2), g_a.unsqueeze(1), out=scratch)
                     G.addcmul_(alpha, scratch)
-                    d_alpha.add_(torch.mul(trace_before, scratch, out=scratch).sum(0))
+                    for b in range(B):  # per example: no (B, N, N) product to sum over the batch
+                        d_alpha.addcmul_(trace_before[b], scratch[b])
                 else:
                     scaled = g_a * alpha
                     g_pre += torch.bmm(trace_before, scaled.unsqueeze(2)).squeeze(2)
