@@ -199,5 +199,49 @@ def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 2
     return rows
 
 
+# Nominal memory bandwidth (bytes/s) of cards we report on; elsewhere the measured copy bandwidth is the yardstick.
+NOMINAL_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100": 3.35e12, "H200": 4.8e12}
+
+
+def trace_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 1001) -> list[dict]:
+    """The decaying-Hebb trace update ``trace = (1 - eta) trace + outer(pre, eta * post)`` as the fused path runs
+    it (one baddbmm into a pre-allocated trace): bytes moved per second against a plain copy of the same bytes and,
+    on known GPUs, the card's nominal peak."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = next((v for k, v in NOMINAL_BANDWIDTH.items() if k in name), None)
+    print(f"trace update: {hidden} units, float32; {_where(device)}")
+    print(f"{'batch':>5} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8} {'of peak':>8}")
+    rows = []
+    reps = max(rounds, 20)
+    for batch in batch_sizes:
+        trace = torch.zeros(batch, hidden, hidden, device=device)
+        out = torch.empty_like(trace)
+        pre, post = torch.randn(batch, hidden, 1, device=device), torch.randn(batch, 1, hidden, device=device)
+
+        def update():
+            torch.baddbmm(trace, pre, post, beta=0.99, out=out)
+
+        def copy():
+            out.copy_(trace)
+
+        times = []
+        for fn in (update, copy):
+            fn()
+            _sync(device)
+            began = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(device)
+            times.append((time.perf_counter() - began) / reps)
+        moved = 2 * trace.numel() * trace.element_size()
+        row = {"batch": batch, "gbps": moved / times[0] / 1e9, "copy_gbps": moved / times[1] / 1e9,
+               "of_copy": times[1] / times[0], "of_peak": moved / times[0] / peak if peak else None}
+        rows.append(row)
+        of_peak = f"{row['of_peak']:.0%}" if peak else "-"
+        print(f"{batch:>5} {row['gbps']:>8.1f} {row['copy_gbps']:>10.1f} {row['of_copy']:>8.0%} {of_peak:>8}",
+              flush=True)
+    return rows
+
+
 # Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
-SUITES = {"pattern": pattern_suite, "memory": memory_suite}
+SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite}
