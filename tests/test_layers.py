@@ -200,6 +200,20 @@ def test_clamp_overrides_activity_before_the_trace():
     assert s2.hebb[0, 0].abs().sum() > 0  # the clamped unit's activity entered the trace as pre
 
 
+@pytest.mark.parametrize("rule", ["hebb", None])
+def test_clamping_every_unit_without_a_mask_equals_an_all_true_mask(rule):
+    cell = _make(dict(rule=rule), input_size=None)
+    state = cell(torch.randn(2, 3))[1]
+    values = torch.randn(2, 3, requires_grad=True)
+    h_all, s_all = cell(torch.zeros(2, 3), state, clamp=(torch.ones(2, 3, dtype=torch.bool), values))
+    h_none, s_none = cell(torch.zeros(2, 3), state, clamp=(None, values))
+    torch.testing.assert_close(h_none, h_all)
+    if rule is not None:
+        torch.testing.assert_close(s_none.hebb, s_all.hebb)
+        (grad_eta,) = torch.autograd.grad(s_none.hebb.sum(), cell.eta)
+        assert grad_eta != 0  # the trace update still happens, with the clamped values as post
+
+
 def test_plastic_linear_oja_one_shot():
     """With Oja and a one-hot output, the labelled column moves towards the input by eta (DP 2018, Omniglot)."""
     layer = PlasticLinear(4, 3, rule="oja", activation="softmax")
