@@ -201,7 +201,6 @@ def make_episodes(cfg: OmniglotConfig, pool: torch.Tensor, batch_size: int, gene
     onehot = F.one_hot(labels_seq, N).to(pool.dtype)
     onehot[:, -1] = 0.0  # the query is unlabelled
 
-    per_item = cfg.presentation_time + cfg.gap
     item_images, item_labels = images.transpose(0, 1), onehot.transpose(0, 1)  # (K*N + 1, B, ...)
     blank_image, blank_label = torch.zeros_like(item_images[0]), torch.zeros_like(item_labels[0])
     steps_images, steps_labels = [], []
@@ -210,7 +209,6 @@ def make_episodes(cfg: OmniglotConfig, pool: torch.Tensor, batch_size: int, gene
         steps_labels += [item_labels[i]] * cfg.presentation_time + [blank_label] * cfg.gap
     steps_images += [item_images[-1]] * cfg.test_time
     steps_labels += [item_labels[-1]] * cfg.test_time
-    assert len(steps_images) == K * N * per_item + cfg.test_time
     return Episodes(torch.stack(steps_images), torch.stack(steps_labels), target)
 
 
