@@ -25,11 +25,12 @@ def _field_type(field, hints):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One ``--field-name`` flag per configuration field; unset flags stay None so presets apply."""
+    """One ``--field-name`` flag per configuration field (``metadata={"flag": NAME}`` renames it); unset flags stay
+    None so presets apply."""
     hints = typing.get_type_hints(config_cls)
     group = parser.add_argument_group("settings (override the preset)")
     for field in dataclasses.fields(config_cls):
-        flag = "--" + field.name.replace("_", "-")
+        flag = "--" + field.metadata.get("flag", field.name.replace("_", "-"))
         kind = _field_type(field, hints)
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
@@ -103,24 +104,63 @@ def _add_eval(sub) -> None:
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped)")
+    p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped), or a "
+                                    "task's figure of one trained run (--figure)")
     p.add_argument("runs", nargs="+", type=Path, metavar="DIR")
     p.add_argument("--metric", help="metric to plot (default: the first one logged)")
     p.add_argument("--stat", default="mean", choices=["mean", "median"])
     p.add_argument("--log-y", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("curves.png"))
+    p.add_argument("--figure", metavar="NAME", help="draw the task's figure NAME of one run (a run directory or a "
+                                                    "checkpoint file) instead of curves, e.g. images: completion")
+    p.add_argument("--seed", type=int, default=0, help="with --figure: which held-out episodes to draw")
+    p.add_argument("--out", type=Path, help="PNG to write (default curves.png, or NAME.png with --figure)")
     p.set_defaults(func=_run_plot)
+
+
+def _run_figure(args) -> int:
+    from .errors import ConfigError
+    from .tasks import get_task
+    from .train.checkpoint import read_model
+
+    if len(args.runs) != 1:
+        raise ConfigError(f"--figure draws one run; got {len(args.runs)}")
+    task = read_model(args.runs[0])["task"]
+    figures = get_task(task).hook("FIGURES") or {}
+    if args.figure not in figures:
+        known = ", ".join(figures) or "none"
+        raise ConfigError(f"the {task} task has no figure {args.figure!r}; its figures: {known}")
+    out = args.out or Path(f"{args.figure}.png")
+    print(f"wrote {figures[args.figure](args.runs[0], out, seed=args.seed)}")
+    return 0
 
 
 def _run_plot(args) -> int:
     from .plot import plot
     from .train import read_metrics
 
+    if args.figure is not None:
+        return _run_figure(args)
+    args.out = args.out or Path("curves.png")
     metric = args.metric
     if metric is None:
         first = read_metrics(args.runs[0])
         metric = next((k for k in (first[0] if first else {}) if k not in ("iteration", "seconds")), "loss")
     print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y)}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="a model-only copy of a run's checkpoint for sharing (no optimiser state)")
+    p.add_argument("run", type=Path, metavar="DIR", help="run directory or checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="file to write")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from .train.checkpoint import export_model
+
+    out = export_model(args.run, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 
@@ -185,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_plot(sub)
+    _add_export(sub)
     _add_bench(sub)
     _add_demo(sub)
     register_data(sub)

@@ -137,16 +137,20 @@ class PlasticRNNCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Optional[PlasticState] = None, clamp=None):
         """One step. ``clamp=(mask, values)`` overrides the activity where ``mask`` is true (the image task's
-        clamped neurons) before the trace sees it. Returns ``(h, new_state)``."""
+        clamped neurons) before the trace sees it; ``mask=None`` clamps every unit, and the drive, which would be
+        thrown away, is not computed. Returns ``(h, new_state)``."""
         if state is None:
             state = self.initial_state(x.shape[0])
         h_prev = state.h
-        drive = (x if self.i2h is None else self.i2h(x)) + h_prev @ self.w
-        if self.plastic:
-            drive = drive + plastic_drive(h_prev, state.hebb, self.alpha)
-        h = self.act(drive)
-        if clamp is not None:
-            h = torch.where(clamp[0], clamp[1], h)
+        if clamp is not None and clamp[0] is None:
+            h = clamp[1]
+        else:
+            drive = (x if self.i2h is None else self.i2h(x)) + h_prev @ self.w
+            if self.plastic:
+                drive = drive + plastic_drive(h_prev, state.hebb, self.alpha)
+            h = self.act(drive)
+            if clamp is not None:
+                h = torch.where(clamp[0], clamp[1], h)
         if not self.plastic:
             return h, PlasticState(h)
         return h, PlasticState(h, *self._update_traces(state, h_prev, h))

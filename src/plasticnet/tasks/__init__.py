@@ -1,11 +1,14 @@
 """The papers' experiments. Each task names its configuration class and how to build a trainable experiment.
 
 A task module may also define ``add_eval_arguments(parser)`` and ``evaluate(args) -> int``; the command line
-then offers ``plasticnet eval TASK``.
+then offers ``plasticnet eval TASK``. ``FIGURES = {name: draw(checkpoint, out, seed=...) -> Path}`` gives
+``plasticnet plot RUN --figure NAME``.
 
 An experiment object has ``model``, ``metrics`` (names, the headline metric first), ``step(iteration)`` (one
 optimisation step, returning a dict of scalar tensors) and ``state_dict`` / ``load_state_dict`` (everything needed
-to resume). The training loop (:mod:`plasticnet.train`) never knows more than that.
+to resume: ``"model"`` holds the weights, and an optional ``"meta"`` the plain data evaluation needs besides them).
+It may define ``validate(iteration, final)`` for held-out metrics (see :mod:`plasticnet.train.loop`). The training
+loop (:mod:`plasticnet.train`) never knows more than that.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ TASKS: dict[str, Task] = {
     for t in [
         Task("pattern", "pattern", "PatternConfig", "PatternExperiment",
              "binary pattern memorisation and completion (DP 2018, section 4.1)"),
+        Task("images", "images", "ImagesConfig", "ImagesExperiment",
+             "natural-image memorisation and completion on CIFAR-10 (DP 2018, section 4.2)"),
+        Task("omniglot", "omniglot", "OmniglotConfig", "OmniglotExperiment",
+             "Omniglot one-shot classification with a plastic output layer (DP 2018, section 4.3)"),
     ]
 }
 

@@ -3,6 +3,10 @@
 A run directory holds ``config.json`` (task, preset and the fully resolved configuration), ``metrics.jsonl`` (one
 JSON object per logged point: ``iteration``, ``seconds`` and the task's metrics averaged over the window since the
 previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt`` (written atomically).
+
+An experiment may define ``validate(iteration, final) -> dict[str, float]``: it is called at every logging point
+(``final`` at the last one) and whatever it returns (e.g. ``val_*`` metrics on held-out data, or nothing when it is
+not time yet) is logged with that point.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
     writer = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resume else None)
+    validate = getattr(experiment, "validate", None)
     sums: dict[str, torch.Tensor] = {}
     count = 0
     began = time.monotonic()
@@ -105,6 +110,8 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                 last = iteration == cfg.iterations
                 if iteration % cfg.log_every == 0 or last:
                     point = {k: float(v) / count for k, v in sums.items()}
+                    if validate is not None:
+                        point.update(validate(iteration, last))
                     record = {"iteration": iteration, "seconds": round(time.monotonic() - began, 3), **point}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
