@@ -5,7 +5,9 @@ then offers ``plasticnet eval TASK``.
 
 An experiment object has ``model``, ``metrics`` (names, the headline metric first), ``step(iteration)`` (one
 optimisation step, returning a dict of scalar tensors) and ``state_dict`` / ``load_state_dict`` (everything needed
-to resume). The training loop (:mod:`plasticnet.train`) never knows more than that.
+to resume). The training loop (:mod:`plasticnet.train`) never knows more than that, plus three optional
+attributes: ``planned_iterations`` and ``log_extra(iteration)`` (an experiment with its own schedule, such as
+epochs), and ``describe()`` (extra facts for ``plasticnet train --dry-run``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ TASKS: dict[str, Task] = {
     for t in [
         Task("pattern", "pattern", "PatternConfig", "PatternExperiment",
              "binary pattern memorisation and completion (DP 2018, section 4.1)"),
+        Task("ptb", "ptb", "PtbConfig", "PtbExperiment",
+             "Penn Treebank language modelling with (neuromodulated) plastic LSTMs (backpropamine, section 4.3)"),
     ]
 }
 
