@@ -100,7 +100,8 @@ def _run_train(args) -> int:
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; only --iterations may change, not "
                               f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
-        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": overrides["iterations"] or saved.iterations})
+        iterations = saved.iterations if overrides["iterations"] is None else overrides["iterations"]
+        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": iterations})
         out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress)
     else:
         cfg = resolve(args.config_cls, args.task, args.preset, overrides)

@@ -47,7 +47,12 @@ REPO = Path(__file__).resolve().parents[3]
 
 @dataclass
 class PtbConfig(RunConfig):
-    """``iterations`` caps the number of BPTT segments; 0 runs the whole schedule of ``epochs``."""
+    """``iterations`` caps the number of BPTT segments; 0 runs the whole schedule of ``epochs``.
+
+    ``time_summed_loss``: the cross-entropy is summed over a segment's time steps and averaged over the batch,
+    which is the cost Zaremba et al.'s learning rate of 1 (and gradient clip of 5) applies to; otherwise it is
+    averaged over tokens, as AWD-LSTM's lr of 30 assumes.
+    """
 
     data: str = ""
     model: str = "lstm"
@@ -73,6 +78,7 @@ class PtbConfig(RunConfig):
     tar: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 5.0
+    time_summed_loss: bool = False
     lr_decay: float = 0.5
     lr_decay_after: int = 4
     alpha_grad_divisor: float = 1.0
@@ -248,7 +254,7 @@ class PtbExperiment:
         logits, states, raw, dropped = self.model(x, detach_state(self.states))
         self.states = states
         ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        loss = ce
+        loss = ce * length if cfg.time_summed_loss else ce
         if cfg.ar:
             loss = loss + cfg.ar * dropped.square().mean()
         if cfg.tar:
