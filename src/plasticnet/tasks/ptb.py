@@ -138,7 +138,8 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         sizes = [hidden_size] * (cfg.num_layers - 1) + [cfg.emsize if cfg.tied else hidden_size]
-        self.encoder = nn.Embedding(vocab_size, cfg.emsize)
+        # a given weight skips nn.Embedding's own N(0, 1) draw, which on the meta device costs seconds of imports
+        self.encoder = nn.Embedding(vocab_size, cfg.emsize, _weight=torch.empty(vocab_size, cfg.emsize))
         self.rnn = PlasticLSTM(cfg.emsize, sizes, cfg.num_layers, dropout=cfg.dropouth, **cfg.cell_options)
         self.decoder_weight = None if cfg.tied else nn.Parameter(torch.empty(vocab_size, sizes[-1]))
         self.decoder_bias = nn.Parameter(torch.zeros(vocab_size))
@@ -180,17 +181,21 @@ def segment_lengths(n_rows: int, cfg: PtbConfig, epoch: int) -> list[int]:
     """BPTT segment lengths covering the rows of one epoch. Fixed ``bptt``; or with ``random_bptt`` (AWD-LSTM):
     ``bptt`` with probability 0.95 else ``bptt / 2``, then ``max(5, int(N(that, 5)))`` capped at ``bptt + 10``.
     Drawn from (seed, epoch), so a resumed run sees the same segments."""
+    targets = n_rows - 1
+    if targets < 1:
+        return []
     rng = np.random.default_rng([cfg.seed, epoch])
-    lengths, row = [], 0
-    while row < n_rows - 1:
-        length = cfg.bptt
-        if cfg.random_bptt:
-            base = cfg.bptt if rng.random() < 0.95 else cfg.bptt / 2
-            length = min(max(5, int(rng.normal(base, 5))), cfg.bptt + 10)
-        length = min(length, n_rows - 1 - row)
-        lengths.append(length)
-        row += length
-    return lengths
+    if cfg.random_bptt:  # drawn in bulk: at most targets / 5 + 1 segments are needed
+        count = targets // 5 + 1
+        base = np.where(rng.random(count) < 0.95, cfg.bptt, cfg.bptt / 2)
+        lengths = np.minimum(np.maximum(5, rng.normal(base, 5).astype(int)), cfg.bptt + 10)
+    else:
+        lengths = np.full(targets // cfg.bptt + 1, cfg.bptt)
+    ends = np.cumsum(lengths)
+    last = int(np.searchsorted(ends, targets))
+    lengths = lengths[:last + 1].copy()
+    lengths[-1] -= ends[last] - targets
+    return lengths.tolist()
 
 
 @torch.no_grad()
