@@ -8,8 +8,12 @@
 #   PTB_DIR        folder holding ptb.train.txt, ptb.valid.txt, ptb.test.txt
 #   OUT_DIR        where results go (default: $OUT if set, else runs/gpu-ptb)
 #   TRAIN_SECONDS  wall-clock budget of the four parallel training runs (default 300)
-# Installs nothing but this package (no dependencies, no network): torch, numpy, tqdm and tensorboard must be there.
+# Installs nothing (runs from src/ through PYTHONPATH; no network): torch, numpy, tqdm and tensorboard must be there.
+# For a smoke test elsewhere: DEVICE=cpu EPISODES=2 TRAIN_FLAGS="--iterations 10 --log-every 5" bash benchmarks/...
 set -uo pipefail
+DEVICE=${DEVICE:-cuda}
+EPISODES=${EPISODES:-20}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
 
 DATA=${1:?usage: bash benchmarks/gpu_ptb.sh PTB_DIR [OUT_DIR] [TRAIN_SECONDS]}
 DEST=${2:-${OUT:-runs/gpu-ptb}}
@@ -18,14 +22,13 @@ PY=${PYTHON:-python}
 mkdir -p "$DEST"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
-$PY -m pip install -q --no-deps --no-build-isolation -e . >"$DEST/pip.log" 2>&1 || echo "pip install -e . failed (see $DEST/pip.log); using PYTHONPATH=src"
-$PY -c "import torch, numpy, tqdm, torch.utils.tensorboard; assert torch.cuda.is_available(), 'no CUDA device'" || {
+$PY -c "import torch, numpy, tqdm, torch.utils.tensorboard; assert '$DEVICE' == 'cpu' or torch.cuda.is_available()" || {
   echo "missing a dependency or no GPU; nothing run"; exit 2; }
-nvidia-smi -L | tee "$DEST/gpu.txt"
+{ nvidia-smi -L || lscpu | grep "Model name"; } 2>/dev/null | tee "$DEST/hardware.txt"
 $PY -m plasticnet data check ptb "$DATA" | tee "$DEST/data_check.txt"
 
-echo "== speed: tokens per second, library against the plain per-step formulation (cuda)"
-$PY -m plasticnet bench ptb --device cuda --batch-sizes 20 6 --episodes 20 | tee "$DEST/bench_cuda.txt"
+echo "== speed: tokens per second, library against the plain per-step formulation ($DEVICE)"
+$PY -m plasticnet bench ptb --device $DEVICE --batch-sizes 20 6 --episodes $EPISODES | tee "$DEST/bench_$DEVICE.txt"
 
 echo "== parameter counts (train ptb --dry-run --json)"
 : >"$DEST/parameters.jsonl"
@@ -41,17 +44,18 @@ for line in open(sys.argv[1]):
     print(f"{info['preset']:>6} {info['config']['model']:>9} {info['parameters']:>12,} hidden {info['hidden_sizes']}")
 EOF
 
-echo "== small preset, four conditions in parallel for ${BUDGET}s (SIGINT then saves a checkpoint)"
+echo "== small preset, four conditions in parallel for ${BUDGET}s each (they stop at a logged point and save)"
 for model in lstm plastic modplast modul; do
   rm -rf "$DEST/small-$model-seed0"
-  timeout -s INT "$BUDGET" $PY -m plasticnet train ptb --preset small --model $model --seed 0 --device cuda \
-    --data "$DATA" --out "$DEST/small-$model-seed0" --no-progress >"$DEST/small-$model.train.log" 2>&1 &
+  timeout -s INT $((BUDGET + 120)) $PY -m plasticnet train ptb --preset small --model $model --seed 0 \
+    --device $DEVICE --data "$DATA" --out "$DEST/small-$model-seed0" --no-progress \
+    --time-budget "$BUDGET" $TRAIN_FLAGS >"$DEST/small-$model.train.log" 2>&1 &
 done
 wait
 
 echo "== test perplexity (batch 10; the paper scores with batch 1, which only changes where the state restarts)"
 for model in lstm plastic modplast modul; do
-  $PY -m plasticnet eval ptb --checkpoint "$DEST/small-$model-seed0" --split test --data "$DATA" --device cuda \
+  $PY -m plasticnet eval ptb --checkpoint "$DEST/small-$model-seed0" --split test --data "$DATA" --device $DEVICE \
     --batch-size 10 | tee "$DEST/small-$model.test.txt"
 done
 
@@ -60,6 +64,7 @@ import json, sys
 from pathlib import Path
 dest = Path(sys.argv[1])
 paper = {"lstm": 104.26, "plastic": 103.80, "modplast": 102.65, "modul": 102.48}
+print("tok/s: training tokens per second over the whole run, validation passes included")
 print(f"{'model':>9} {'segments':>9} {'tok/s':>7} {'epochs':>6} {'last val ppl':>12} {'test ppl':>9} {'paper':>7}")
 for model, reference in paper.items():
     points = [json.loads(l) for l in (dest / f"small-{model}-seed0" / "metrics.jsonl").read_text().splitlines()]

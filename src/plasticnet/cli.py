@@ -54,6 +54,8 @@ def _add_train(sub) -> None:
         p.add_argument("--dry-run", action="store_true",
                        help="build the experiment, print its parameter count and resolved settings, train nothing")
         p.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+        p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="stop at the first logged point after this many seconds (continue later with --resume)")
         _add_config_flags(p, task.config_cls)
         p.set_defaults(func=_run_train, config_cls=task.config_cls)
 
@@ -102,11 +104,13 @@ def _run_train(args) -> int:
                               f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
         iterations = saved.iterations if overrides["iterations"] is None else overrides["iterations"]
         cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": iterations})
-        out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress)
+        out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress,
+                    time_budget=args.time_budget)
     else:
         cfg = resolve(args.config_cls, args.task, args.preset, overrides)
         out = args.out or Path("runs") / args.task / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress)
+        out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress,
+                    time_budget=args.time_budget)
     print(f"run saved in {out}")
     return 0
 
