@@ -243,5 +243,64 @@ def trace_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 10
     return rows
 
 
+def _lm_training_step(model, forward, detach, tokens):
+    """One BPTT segment of language-model training: the state (traces included) carries over, detached."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    carried = [None]
+
+    def step():
+        logits, state = forward(model, tokens[:-1], carried[0])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        carried[0] = detach(state)
+    return step
+
+
+def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic", "modplast")) -> list[dict]:
+    """Training tokens per second of the small preset's language model (2 layers of 199, 20-step segments),
+    library against the plain per-step formulation with the same weights."""
+    from .config import resolve
+    from .lstm import detach_state
+    from .tasks.ptb import LanguageModel, PtbConfig, matched_hidden_size
+
+    plain_module = load_benchmark_module("plain_ptb")
+    rows = []
+    for name in models:
+        cfg = resolve(PtbConfig, "ptb", "small", {"model": name})
+        hidden = matched_hidden_size(cfg, 10000)
+        for batch in batch_sizes:
+            torch.manual_seed(0)
+            library = LanguageModel(cfg, 10000, hidden).to(device)
+            plain = plain_module.PlainLanguageModel(library).to(device)
+            tokens = torch.randint(10000, (cfg.bptt + 1, batch), device=device)
+            with torch.no_grad():
+                gap = (library(tokens[:-1])[0] - plain(tokens[:-1])[0]).abs().max().item()
+            lib_step = _lm_training_step(library, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
+            plain_step = _lm_training_step(plain, lambda m, x, s: m(x, s), plain_module.detach, tokens)
+            lib_s, plain_s, lib_mem, plain_mem = compare(lib_step, plain_step, device, rounds)
+            per_step = cfg.bptt * batch
+            rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
+                         "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20,
+                         "plain_mb": plain_mem / 2**20, "max_logit_difference": gap})
+    return rows
+
+
+def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    where = _where(device)
+    print(f"ptb: small preset language model (10k words, 2 plastic LSTM layers), 20-step segments, training step "
+          f"(forward, backward, clip, SGD); tokens per second; {where}")
+    rows = bench_ptb(batch_sizes, rounds, device)
+    print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
+          f"{'library MB':>11} {'plain MB':>9} {'same logits':>12}")
+    for r in rows:
+        print(f"{r['model']:>9} {r['hidden']:>6} {r['batch']:>5} {r['library_tps']:>14.0f} {r['plain_tps']:>12.0f} "
+              f"{r['speedup']:>8.2f}x {r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} "
+              f"{r['max_logit_difference']:>12.1e}")
+    return rows
+
+
 # Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
-SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite}
+SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite}

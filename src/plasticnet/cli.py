@@ -52,8 +52,11 @@ def _add_train(sub) -> None:
         p.add_argument("--out", type=Path, help="run directory (default runs/TASK/PRESET-seedS-TIME)")
         p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--dry-run", action="store_true",
+                       help="build the experiment, print its parameter count and resolved settings, train nothing")
+        p.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
         p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                       help="stop at the first logging point after this many seconds (checkpoint kept)")
+                       help="stop at the first logged point after this many seconds (continue later with --resume)")
         _add_config_flags(p, task.config_cls)
         p.set_defaults(func=_run_train, config_cls=task.config_cls)
 
@@ -62,12 +65,36 @@ def _overrides(args, config_cls) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
 
 
+def _print_dry_run(info: dict, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"{info['task']} (preset {info['preset']}): {info['parameters']:,} parameters, "
+          f"{info['iterations']:,} iterations")
+    for key, value in info.items():
+        if key not in ("task", "preset", "parameters", "iterations", "config"):
+            print(f"  {key}: {value}")
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
+
+
 def _run_train(args) -> int:
     from .config import from_dict, resolve, to_dict
     from .errors import ConfigError
     from .train import read_config, train
 
     overrides = _overrides(args, args.config_cls)
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run")
+    if args.dry_run:
+        from .train.loop import dry_run
+
+        if args.resume is not None:
+            raise ConfigError("--dry-run builds a new run; drop --resume")
+        cfg = resolve(args.config_cls, args.task, args.preset, overrides)
+        _print_dry_run(dry_run(args.task, cfg, args.preset), args.json)
+        return 0
     if args.resume is not None:
         task, preset, saved = read_config(args.resume)
         if task != args.task:
@@ -77,7 +104,8 @@ def _run_train(args) -> int:
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; only --iterations may change, not "
                               f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
-        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": overrides["iterations"] or saved.iterations})
+        iterations = saved.iterations if overrides["iterations"] is None else overrides["iterations"]
+        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": iterations})
         out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress,
                     time_budget=args.time_budget)
     else:

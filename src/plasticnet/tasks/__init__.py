@@ -7,8 +7,10 @@ then offers ``plasticnet eval TASK``. ``FIGURES = {name: draw(checkpoint, out, s
 An experiment object has ``model``, ``metrics`` (names, the headline metric first), ``step(iteration)`` (one
 optimisation step, returning a dict of scalar tensors) and ``state_dict`` / ``load_state_dict`` (everything needed
 to resume: ``"model"`` holds the weights, and an optional ``"meta"`` the plain data evaluation needs besides them).
-It may define ``validate(iteration, final)`` for held-out metrics (see :mod:`plasticnet.train.loop`). The training
-loop (:mod:`plasticnet.train`) never knows more than that.
+The training loop (:mod:`plasticnet.train`) never knows more than that, plus optional attributes:
+``validate(iteration, final)`` (held-out metrics at logging points), ``planned_iterations`` and
+``log_extra(iteration)`` (an experiment with its own schedule, such as epochs), and ``describe()`` (extra facts
+for ``plasticnet train --dry-run``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ TASKS: dict[str, Task] = {
              "natural-image memorisation and completion on CIFAR-10 (DP 2018, section 4.2)"),
         Task("omniglot", "omniglot", "OmniglotConfig", "OmniglotExperiment",
              "Omniglot one-shot classification with a plastic output layer (DP 2018, section 4.3)"),
+        Task("ptb", "ptb", "PtbConfig", "PtbExperiment",
+             "Penn Treebank language modelling with (neuromodulated) plastic LSTMs (backpropamine, section 4.3)"),
     ]
 }
 
