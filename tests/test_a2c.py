@@ -211,12 +211,14 @@ def test_animate_maze_writes_a_gif_of_the_episode(tmp_path):
         assert image.format == "GIF" and image.n_frames == 201  # the start and each of the 200 steps
 
 
-def test_animate_cue_reward_plots_the_modulator(tmp_path):
+def test_cue_reward_modulator_figure(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "cue-reward", "--preset", "paper-modplast", "--iterations", "1", "--out", str(run),
                  *TRAIN]) == 0
+    exported = tmp_path / "agent.pt"
+    assert main(["export", str(run), "--out", str(exported)]) == 0
     png = tmp_path / "modulator.png"
-    assert main(["animate", "cue-reward", "--checkpoint", str(run), "--out", str(png)]) == 0
+    assert main(["plot", str(exported), "--figure", "modulator", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -237,11 +239,14 @@ def _error_line(capsys):
     (["train", "maze", "--alpha", "diagonal"], "unknown alpha 'diagonal'"),
     (["train", "cue-reward", "--rule", "stdp"], "unknown rule 'stdp'"),
     (["animate", "maze", "--checkpoint", "/nonexistent/run"], "no checkpoint"),
+    (["animate", "cue-reward", "--checkpoint", "x"], "invalid choice"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, fragment, capsys, tmp_path):
     if argv[0] == "train":
         argv = argv + ["--out", str(tmp_path / "r")]
-    assert main(argv) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse's own errors exit; ours return 2
+        raise SystemExit(main(argv))
+    assert exc.value.code == 2
     assert fragment in _error_line(capsys)
 
 
@@ -250,5 +255,5 @@ def test_animate_refuses_the_wrong_kind_of_checkpoint(tmp_path, capsys):
     assert main(["train", "cue-reward", "--preset", "paper-rnn", "--iterations", "1", "--out", str(run), *TRAIN]) == 0
     assert main(["animate", "maze", "--checkpoint", str(run), "--out", str(tmp_path / "x.gif")]) == 2
     assert "needs a maze checkpoint" in _error_line(capsys)
-    assert main(["animate", "cue-reward", "--checkpoint", str(run), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["plot", str(run), "--figure", "modulator", "--out", str(tmp_path / "x.png")]) == 2
     assert "no neuromodulator" in _error_line(capsys)

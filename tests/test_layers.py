@@ -7,15 +7,7 @@ import torch
 
 from plasticnet import ConfigError, PlasticLinear, PlasticRNN, PlasticRNNCell, Rule
 
-
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Finite differences need double precision; restored afterwards so other test files are unaffected."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 CONFIGS = (
     [dict(rule=None)]

@@ -1,8 +1,7 @@
 """``plasticnet bench``: the library's training step against a plain formulation of the same maths, in one run.
 
 Plain formulations live in the source tree's ``benchmarks/`` folder, not in the library, so the command runs from a
-source checkout. Memory is the peak allocated on a GPU; on the CPU, where PyTorch keeps no peak, it is the bytes
-autograd saves for the backward pass (the part that grows with episode length and batch size).
+source checkout. Memory is the peak of one training step above what was allocated before it (see ``_Memory``).
 """
 
 from __future__ import annotations
@@ -28,8 +27,17 @@ def load_benchmark_module(name: str):
     return module
 
 
+def _proc_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(field)
+
+
 class _Memory:
-    """Peak memory of one training step: CUDA's allocator peak, or autograd's saved tensors on the CPU."""
+    """Peak memory of one training step above what was allocated before it: CUDA's allocator peak on a GPU; on the
+    CPU the process's peak resident memory (Linux: reset through /proc/self/clear_refs), which counts every
+    temporary, or, where that is unavailable, the bytes autograd saves for the backward pass."""
 
     def __init__(self, device: torch.device):
         self.device, self.bytes = device, 0
@@ -45,7 +53,12 @@ class _Memory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        else:
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._base = _proc_kib("VmRSS")
+            self._hooks = None
+        except OSError:
             self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
             self._hooks.__enter__()
         return self
@@ -54,6 +67,8 @@ class _Memory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        elif self._hooks is None:
+            self.bytes = (_proc_kib("VmHWM") - self._base) * 1024
         else:
             self._hooks.__exit__(*exc)
             self.bytes = sum(self._storages.values())
@@ -86,66 +101,217 @@ def compare(library_step, plain_step, device: torch.device, rounds: int) -> tupl
     return best[0], best[1], mems[0], mems[1]
 
 
-def _training_step(model, shown, target):
+def _training_step(model, inputs, loss_fn):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
 
     def step():
-        out = model(shown)
-        loss = (out - target).square().sum(-1).mean()
+        loss = loss_fn(model(inputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def bench_pattern(batch_sizes, steps: int, device: torch.device) -> list[dict]:
-    from .config import resolve
-    from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes
-
-    plain_module = load_benchmark_module("plain_pattern")
-    cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
-    rows = []
-    for batch in batch_sizes:
-        torch.manual_seed(0)
-        generator = torch.Generator(device=device).manual_seed(0)
-        shown, target = make_episodes(cfg, batch, generator, device)
-        library = RecurrentModel(cfg).to(device)
-        plain = plain_module.PlainPlasticRNN(cfg.n_neurons, cfg.pattern_size).to(device)
-        with torch.no_grad():
-            plain.w.copy_(library.rnn.cell.w)
-            plain.alpha.copy_(library.rnn.cell.alpha)
-            gap = (plain(shown) - library(shown)).abs().max().item()
-        lib_s, plain_s, lib_mem, plain_mem = compare(_training_step(library, shown, target),
-                                                     _training_step(plain, shown, target), device, steps)
-        rows.append({"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
-                     "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
-                     "max_output_difference": gap})
-    return rows
-
-
-def pattern_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
-    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
-          f"{_where(device)}")
-    rows = bench_pattern(batch_sizes or [1, 8, 32], steps, device)
-    print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
-          f"{'plain MB':>9} {'same output':>12}")
-    for r in rows:
-        print(f"{r['batch']:>5} {r['library_eps']:>13.2f} {r['plain_eps']:>11.2f} {r['speedup']:>8.2f}x "
-              f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} {r['max_output_difference']:>12.1e}")
-    return rows
-
-
 def _where(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
 
 
-def bench_maze(batch_sizes, steps: int, device: torch.device) -> list[dict]:
+def _copy_plastic_weights(plain, cell) -> None:
+    with torch.no_grad():
+        plain.w.copy_(cell.w)
+        plain.alpha.copy_(cell.alpha)
+        plain.eta.copy_(cell.eta)
+
+
+def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The 1000-bit pattern task's training step (forward, backward, Adam) per batch size."""
+    from .config import resolve
+    from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes, network_input
+
+    plain_rnn = load_benchmark_module("plain_rnn")
+    cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
+    P = cfg.pattern_size
+    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
+          f"{_where(device)}")
+    print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
+          f"{'plain MB':>9} {'same output':>12}")
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        shown, target = make_episodes(cfg, batch, torch.Generator(device=device).manual_seed(0), device)
+        library = RecurrentModel(cfg).to(device)
+        plain = plain_rnn.PlainPlasticRNN(cfg.n_neurons).to(device)
+        _copy_plastic_weights(plain, library.rnn.cell)
+        drive = network_input(cfg, shown)
+        with torch.no_grad():
+            gap = (plain(drive)[-1, :, :P] - library(shown)).abs().max().item()
+        lib_s, plain_s, lib_mem, plain_mem = compare(
+            _training_step(library, shown, lambda out: (out - target).square().sum(-1).mean()),
+            _training_step(plain, drive, lambda out: (out[-1, :, :P] - target).square().sum(-1).mean()),
+            device, rounds)
+        row = {"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
+               "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
+               "max_output_difference": gap}
+        rows.append(row)
+        print(f"{batch:>5} {row['library_eps']:>13.2f} {row['plain_eps']:>11.2f} {row['speedup']:>8.2f}x "
+              f"{row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {gap:>12.1e}", flush=True)
+    return rows
+
+
+def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 256, steps: int = 500) -> list[dict]:
+    """A 256-unit plastic RNN, 500-step episodes: memory of one training step with chunked recomputation
+    (checkpoint every ~sqrt(T) steps) against the plain formulation, and whether the gradients agree."""
+    import math
+
+    from .layers import PlasticRNN
+
+    plain_rnn = load_benchmark_module("plain_rnn")
+    every = round(math.sqrt(steps))
+    print(f"memory: plastic RNN, {hidden} units, {steps}-step episodes, checkpoint every {every} steps; "
+          f"{_where(device)}")
+    print(f"{'batch':>5} {'library MB':>11} {'plain MB':>9} {'ratio':>7} {'library s':>10} {'plain s':>8} "
+          f"{'grad rel. difference':>21}")
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        library = PlasticRNN(None, hidden, rule="hebb", checkpoint_every=every).to(device)
+        plain = plain_rnn.PlainPlasticRNN(hidden).to(device)
+        _copy_plastic_weights(plain, library.cell)
+        drive = torch.randn(steps, batch, hidden, device=device)
+        target = torch.randn(batch, hidden, device=device)
+        grads = []
+        for model, params, run in ((library, library.cell, lambda: library(drive)[0]),
+                                   (plain, plain, lambda: plain(drive))):
+            model.zero_grad()
+            began = time.perf_counter()
+            with _Memory(device) as mem:
+                (run()[-1] - target).square().sum().backward()
+                _sync(device)
+            grads.append((mem.bytes, time.perf_counter() - began,
+                          [params.w.grad.clone(), params.alpha.grad.clone(), params.eta.grad.clone()]))
+        gap = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(grads[0][2], grads[1][2]))
+        row = {"batch": batch, "library_mb": grads[0][0] / 2**20, "plain_mb": grads[1][0] / 2**20,
+               "ratio": grads[0][0] / grads[1][0], "library_s": grads[0][1], "plain_s": grads[1][1],
+               "max_grad_difference": gap}
+        rows.append(row)
+        print(f"{batch:>5} {row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {row['ratio']:>7.3f} "
+              f"{row['library_s']:>10.2f} {row['plain_s']:>8.2f} {gap:>21.1e}", flush=True)
+    return rows
+
+
+# Nominal memory bandwidth (bytes/s) of cards we report on; elsewhere the measured copy bandwidth is the yardstick.
+NOMINAL_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100": 3.35e12, "H200": 4.8e12}
+
+
+def trace_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 1001) -> list[dict]:
+    """The decaying-Hebb trace update ``trace = (1 - eta) trace + outer(pre, eta * post)`` as the fused path runs
+    it (one baddbmm into a pre-allocated trace): bytes moved per second against a plain copy of the same bytes and,
+    on known GPUs, the card's nominal peak."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = next((v for k, v in NOMINAL_BANDWIDTH.items() if k in name), None)
+    print(f"trace update: {hidden} units, float32; {_where(device)}")
+    print(f"{'batch':>5} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8} {'of peak':>8}")
+    rows = []
+    reps = max(rounds, 20)
+    for batch in batch_sizes:
+        trace = torch.zeros(batch, hidden, hidden, device=device)
+        out = torch.empty_like(trace)
+        pre, post = torch.randn(batch, hidden, 1, device=device), torch.randn(batch, 1, hidden, device=device)
+
+        def update():
+            torch.baddbmm(trace, pre, post, beta=0.99, out=out)
+
+        def copy():
+            out.copy_(trace)
+
+        times = []
+        for fn in (update, copy):
+            fn()
+            _sync(device)
+            began = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(device)
+            times.append((time.perf_counter() - began) / reps)
+        moved = 2 * trace.numel() * trace.element_size()
+        row = {"batch": batch, "gbps": moved / times[0] / 1e9, "copy_gbps": moved / times[1] / 1e9,
+               "of_copy": times[1] / times[0], "of_peak": moved / times[0] / peak if peak else None}
+        rows.append(row)
+        of_peak = f"{row['of_peak']:.0%}" if peak else "-"
+        print(f"{batch:>5} {row['gbps']:>8.1f} {row['copy_gbps']:>10.1f} {row['of_copy']:>8.0%} {of_peak:>8}",
+              flush=True)
+    return rows
+
+
+def _lm_training_step(model, forward, detach, tokens):
+    """One BPTT segment of language-model training: the state (traces included) carries over, detached."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    carried = [None]
+
+    def step():
+        logits, state = forward(model, tokens[:-1], carried[0])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        carried[0] = detach(state)
+    return step
+
+
+def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic", "modplast")) -> list[dict]:
+    """Training tokens per second of the small preset's language model (2 layers of 199, 20-step segments),
+    library against the plain per-step formulation with the same weights."""
+    from .config import resolve
+    from .lstm import detach_state
+    from .tasks.ptb import LanguageModel, PtbConfig, matched_hidden_size
+
+    plain_module = load_benchmark_module("plain_ptb")
+    rows = []
+    for name in models:
+        cfg = resolve(PtbConfig, "ptb", "small", {"model": name})
+        hidden = matched_hidden_size(cfg, 10000)
+        for batch in batch_sizes:
+            torch.manual_seed(0)
+            library = LanguageModel(cfg, 10000, hidden).to(device)
+            plain = plain_module.PlainLanguageModel(library).to(device)
+            tokens = torch.randint(10000, (cfg.bptt + 1, batch), device=device)
+            with torch.no_grad():
+                gap = (library(tokens[:-1])[0] - plain(tokens[:-1])[0]).abs().max().item()
+            lib_step = _lm_training_step(library, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
+            plain_step = _lm_training_step(plain, lambda m, x, s: m(x, s), plain_module.detach, tokens)
+            lib_s, plain_s, lib_mem, plain_mem = compare(lib_step, plain_step, device, rounds)
+            per_step = cfg.bptt * batch
+            rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
+                         "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20,
+                         "plain_mb": plain_mem / 2**20, "max_logit_difference": gap})
+    return rows
+
+
+def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    where = _where(device)
+    print(f"ptb: small preset language model (10k words, 2 plastic LSTM layers), 20-step segments, training step "
+          f"(forward, backward, clip, SGD); tokens per second; {where}")
+    rows = bench_ptb(batch_sizes, rounds, device)
+    print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
+          f"{'library MB':>11} {'plain MB':>9} {'same logits':>12}")
+    for r in rows:
+        print(f"{r['model']:>9} {r['hidden']:>6} {r['batch']:>5} {r['library_tps']:>14.0f} {r['plain_tps']:>12.0f} "
+              f"{r['speedup']:>8.2f}x {r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} "
+              f"{r['max_logit_difference']:>12.1e}")
+    return rows
+
+
+def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     """One A2C iteration on the paper-2019 maze (simple neuromodulation, 100 units, 200 steps): the library's
     :class:`~plasticnet.train.a2c.A2CExperiment` against ``benchmarks/plain_maze.py``, both past the burn-in."""
     from .config import resolve
     from .tasks.maze import A2CExperiment, MazeTrainConfig
 
     plain_module = load_benchmark_module("plain_maze")
+    print(f"maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units, one A2C iteration (episode, loss, "
+          f"backward, clip, Adam); {_where(device)}")
+    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9}")
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
@@ -155,23 +321,16 @@ def bench_maze(batch_sizes, steps: int, device: torch.device) -> list[dict]:
         plain = plain_module.PlainA2C(batch_size=batch, device=device)
         iterations = iter(range(1 << 62))
         lib_s, plain_s, lib_mem, plain_mem = compare(lambda: library.step(next(iterations)), plain.iteration,
-                                                     device, steps)
-        rows.append({"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
-                     "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20})
+                                                     device, rounds)
+        row = {"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
+               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20}
+        rows.append(row)
+        print(f"{batch:>5} {lib_s:>13.4f} {plain_s:>11.4f} {row['speedup']:>8.2f}x {row['library_mb']:>11.0f} "
+              f"{row['plain_mb']:>9.0f}", flush=True)
     return rows
 
 
-def maze_suite(batch_sizes, steps: int, device: torch.device) -> list[dict]:
-    print(f"maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units, one A2C iteration "
-          f"(episode, loss, backward, clip, Adam); {_where(device)}")
-    rows = bench_maze(batch_sizes or [30], steps, device)
-    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9}")
-    for r in rows:
-        print(f"{r['batch']:>5} {r['library_s']:>13.4f} {r['plain_s']:>11.4f} {r['speedup']:>8.2f}x "
-              f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f}")
-    return rows
-
-
-# Each suite takes (batch_sizes or None for its own, interleaved timing rounds or 0 for about 4 s, device) and
-# prints its table.
-SUITES = {"pattern": pattern_suite, "maze": maze_suite}
+# Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
+SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite}
+# Batch sizes a suite runs when none are given (the others: 1 8 32); the maze's is the papers' batch.
+DEFAULT_BATCH_SIZES = {"maze": [30]}

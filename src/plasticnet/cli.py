@@ -25,11 +25,12 @@ def _field_type(field, hints):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One ``--field-name`` flag per configuration field; unset flags stay None so presets apply."""
+    """One ``--field-name`` flag per configuration field (``metadata={"flag": NAME}`` renames it); unset flags stay
+    None so presets apply."""
     hints = typing.get_type_hints(config_cls)
     group = parser.add_argument_group("settings (override the preset)")
     for field in dataclasses.fields(config_cls):
-        flag = "--" + field.name.replace("_", "-")
+        flag = "--" + field.metadata.get("flag", field.name.replace("_", "-"))
         kind = _field_type(field, hints)
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
@@ -51,8 +52,11 @@ def _add_train(sub) -> None:
         p.add_argument("--out", type=Path, help="run directory (default runs/TASK/PRESET-seedS-TIME)")
         p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--dry-run", action="store_true",
+                       help="build the experiment, print its parameter count and resolved settings, train nothing")
+        p.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
         p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                       help="stop at the first logging point after this many seconds (checkpoint kept)")
+                       help="stop at the first logged point after this many seconds (continue later with --resume)")
         _add_config_flags(p, task.config_cls)
         p.set_defaults(func=_run_train, config_cls=task.config_cls)
 
@@ -61,12 +65,36 @@ def _overrides(args, config_cls) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
 
 
+def _print_dry_run(info: dict, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"{info['task']} (preset {info['preset']}): {info['parameters']:,} parameters, "
+          f"{info['iterations']:,} iterations")
+    for key, value in info.items():
+        if key not in ("task", "preset", "parameters", "iterations", "config"):
+            print(f"  {key}: {value}")
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
+
+
 def _run_train(args) -> int:
     from .config import from_dict, resolve, to_dict
     from .errors import ConfigError
     from .train import read_config, train
 
     overrides = _overrides(args, args.config_cls)
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run")
+    if args.dry_run:
+        from .train.loop import dry_run
+
+        if args.resume is not None:
+            raise ConfigError("--dry-run builds a new run; drop --resume")
+        cfg = resolve(args.config_cls, args.task, args.preset, overrides)
+        _print_dry_run(dry_run(args.task, cfg, args.preset), args.json)
+        return 0
     if args.resume is not None:
         task, preset, saved = read_config(args.resume)
         if task != args.task:
@@ -76,7 +104,8 @@ def _run_train(args) -> int:
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; only --iterations may change, not "
                               f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
-        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": overrides["iterations"] or saved.iterations})
+        iterations = saved.iterations if overrides["iterations"] is None else overrides["iterations"]
+        cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": iterations})
         out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress,
                     time_budget=args.time_budget)
     else:
@@ -106,7 +135,7 @@ def _add_animate(sub) -> None:
     from .tasks import TASKS
 
     drawable = [t for t in TASKS.values() if t.hook("animate") is not None]
-    p = sub.add_parser("animate", help="draw a trained agent's episode (maze: GIF; cue-reward: modulator plot)")
+    p = sub.add_parser("animate", help="a GIF of a trained agent's episodes (maze)")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
     for task in drawable:
         q = tasks.add_parser(task.name, help=task.help)
@@ -115,19 +144,43 @@ def _add_animate(sub) -> None:
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped)")
+    p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped), or a "
+                                    "task's figure of one trained run (--figure)")
     p.add_argument("runs", nargs="+", type=Path, metavar="DIR")
     p.add_argument("--metric", help="metric to plot (default: the first one logged)")
     p.add_argument("--stat", default="mean", choices=["mean", "median"])
     p.add_argument("--log-y", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("curves.png"))
+    p.add_argument("--figure", metavar="NAME", help="draw the task's figure NAME of one run (a run directory or a "
+                                                    "checkpoint file) instead of curves, e.g. images: completion")
+    p.add_argument("--seed", type=int, default=0, help="with --figure: which held-out episodes to draw")
+    p.add_argument("--out", type=Path, help="PNG to write (default curves.png, or NAME.png with --figure)")
     p.set_defaults(func=_run_plot)
+
+
+def _run_figure(args) -> int:
+    from .errors import ConfigError
+    from .tasks import get_task
+    from .train.checkpoint import read_model
+
+    if len(args.runs) != 1:
+        raise ConfigError(f"--figure draws one run; got {len(args.runs)}")
+    task = read_model(args.runs[0])["task"]
+    figures = get_task(task).hook("FIGURES") or {}
+    if args.figure not in figures:
+        known = ", ".join(figures) or "none"
+        raise ConfigError(f"the {task} task has no figure {args.figure!r}; its figures: {known}")
+    out = args.out or Path(f"{args.figure}.png")
+    print(f"wrote {figures[args.figure](args.runs[0], out, seed=args.seed)}")
+    return 0
 
 
 def _run_plot(args) -> int:
     from .plot import plot
     from .train import read_metrics
 
+    if args.figure is not None:
+        return _run_figure(args)
+    args.out = args.out or Path("curves.png")
     metric = args.metric
     if metric is None:
         first = read_metrics(args.runs[0])
@@ -136,12 +189,27 @@ def _run_plot(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="a model-only copy of a run's checkpoint for sharing (no optimiser state)")
+    p.add_argument("run", type=Path, metavar="DIR", help="run directory or checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="file to write")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from .train.checkpoint import export_model
+
+    out = export_model(args.run, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
 def _add_bench(sub) -> None:
     from .bench import SUITES
 
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
     p.add_argument("suite", choices=list(SUITES))
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: the suite's own (pattern 1 8 32, maze 30)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 8 32 (maze: 30, the papers' batch)")
     p.add_argument("--rounds", type=int, default=0,
                    help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
@@ -149,10 +217,11 @@ def _add_bench(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    from .bench import SUITES
+    from .bench import DEFAULT_BATCH_SIZES, SUITES
     from .train.loop import resolve_device
 
-    SUITES[args.suite](args.batch_sizes, args.rounds, resolve_device(args.device))
+    batch_sizes = args.batch_sizes or DEFAULT_BATCH_SIZES.get(args.suite, [1, 8, 32])
+    SUITES[args.suite](batch_sizes, args.rounds, resolve_device(args.device))
     return 0
 
 
@@ -198,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_animate(sub)
     _add_plot(sub)
+    _add_export(sub)
     _add_bench(sub)
     _add_demo(sub)
     register_data(sub)

@@ -17,7 +17,8 @@ from torch import nn
 from .errors import ConfigError
 from .rules import Rule, make_rule, outer
 
-__all__ = ["PlasticState", "PlasticRNNCell", "PlasticRNN", "PlasticLinear", "plastic_drive", "ACTIVATIONS"]
+__all__ = ["PlasticState", "PlasticRNNCell", "PlasticRNN", "PlasticLinear", "plastic_drive", "neuromodulator",
+           "trace_step", "ACTIVATIONS"]
 
 ALPHA_MODES = ("full", "per_neuron", "scalar")
 MODULATIONS = (None, "simple", "retroactive")
@@ -44,6 +45,28 @@ def plastic_drive(pre: torch.Tensor, trace: torch.Tensor, alpha: torch.Tensor) -
     if alpha.dim() == 2:
         return torch.bmm(pre.unsqueeze(1), alpha * trace).squeeze(1)
     return torch.bmm(pre.unsqueeze(1), trace).squeeze(1) * alpha
+
+
+def neuromodulator(h2mod: nn.Linear, modfanout: Optional[nn.Linear], source: torch.Tensor) -> torch.Tensor:
+    """Backpropamine's rate ``m = tanh(h2mod(source))``, one per example (B, 1), or with a fan-out layer one per
+    post-synaptic unit (B, n_post), affine in m: ``f_j m + g_j``."""
+    m = torch.tanh(h2mod(source))
+    return m if modfanout is None else modfanout(m)
+
+
+def trace_step(rule: Rule, hebb: torch.Tensor, eligibility: Optional[torch.Tensor], pre: torch.Tensor,
+               post: torch.Tensor, rate: torch.Tensor, eligibility_rate: Optional[torch.Tensor] = None):
+    """One step of a plastic connection's traces; returns ``(hebb, eligibility)``.
+
+    Without an eligibility trace: ``hebb = rule.update(hebb, pre, post, rate)`` (rate: the learned eta or the
+    neuromodulator). With one (retroactive neuromodulation): the modulator turns the *previous* eligibility into
+    plasticity, ``hebb = rule.accumulate(hebb, rate * eligibility)``, then
+    ``eligibility = (1 - eligibility_rate) eligibility + eligibility_rate outer(pre, post)``.
+    """
+    if eligibility is None:
+        return rule.update(hebb, pre, post, rate), None
+    hebb = rule.accumulate(hebb, rate.unsqueeze(-2) * eligibility)
+    return hebb, torch.lerp(eligibility, outer(pre, post), eligibility_rate)
 
 
 def _init_(tensor: torch.Tensor, init: str, scale: float) -> None:
@@ -132,33 +155,31 @@ class PlasticRNNCell(nn.Module):
 
     def modulator(self, h: torch.Tensor) -> torch.Tensor:
         """The neuromodulatory rate from the new activity: (B, 1), or (B, hidden_size) with fan-out."""
-        m = torch.tanh(self.h2mod(h))
-        return self.modfanout(m) if self.fanout else m
+        return neuromodulator(self.h2mod, self.modfanout, h)
 
     def forward(self, x: torch.Tensor, state: Optional[PlasticState] = None, clamp=None):
         """One step. ``clamp=(mask, values)`` overrides the activity where ``mask`` is true (the image task's
-        clamped neurons) before the trace sees it. Returns ``(h, new_state)``."""
+        clamped neurons) before the trace sees it; ``mask=None`` clamps every unit, and the drive, which would be
+        thrown away, is not computed. Returns ``(h, new_state)``."""
         if state is None:
             state = self.initial_state(x.shape[0])
         h_prev = state.h
-        drive = (x if self.i2h is None else self.i2h(x)) + h_prev @ self.w
-        if self.plastic:
-            drive = drive + plastic_drive(h_prev, state.hebb, self.alpha)
-        h = self.act(drive)
-        if clamp is not None:
-            h = torch.where(clamp[0], clamp[1], h)
+        if clamp is not None and clamp[0] is None:
+            h = clamp[1]
+        else:
+            drive = (x if self.i2h is None else self.i2h(x)) + h_prev @ self.w
+            if self.plastic:
+                drive = drive + plastic_drive(h_prev, state.hebb, self.alpha)
+            h = self.act(drive)
+            if clamp is not None:
+                h = torch.where(clamp[0], clamp[1], h)
         if not self.plastic:
             return h, PlasticState(h)
         return h, PlasticState(h, *self._update_traces(state, h_prev, h))
 
     def _update_traces(self, state: PlasticState, pre: torch.Tensor, post: torch.Tensor):
-        if self.modulation is None:
-            return self.rule.update(state.hebb, pre, post, self.eta), None
-        rate = self.modulator(post)
-        if self.modulation == "simple":
-            return self.rule.update(state.hebb, pre, post, rate), None
-        hebb = self.rule.accumulate(state.hebb, rate.unsqueeze(-2) * state.eligibility)
-        return hebb, torch.lerp(state.eligibility, outer(pre, post), self.eta)
+        rate = self.eta if self.modulation is None else self.modulator(post)
+        return trace_step(self.rule, state.hebb, state.eligibility, pre, post, rate, getattr(self, "eta", None))
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, rule={self.rule!r}, "

@@ -22,9 +22,14 @@ LABELS_CSV = "trainLabels.csv"
 TARBALL = "cifar-10-python.tar.gz"
 
 
-def load_cifar10(root: Path | str, split: str = "train") -> tuple[np.ndarray, np.ndarray | None]:
+def load_cifar10(
+    root: Path | str, split: str = "train", with_labels: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (N, 32, 32, 3) uint8 and labels (N,) int64 indexing CLASSES; labels are None for Kaggle's test images,
-    which were released unlabelled. The layout is detected rather than configured, so one --root works for both."""
+    which were released unlabelled. The layout is detected rather than configured, so one --root works for both.
+
+    ``with_labels=False`` is for tasks that need only pixels (image completion): labels come back None, and Kaggle
+    training images without a row in trainLabels.csv are kept instead of skipped."""
     if split not in BATCH_FILES:
         raise ConfigError(f"unknown CIFAR-10 split {split!r}; choose train or test")
     root = Path(root)
@@ -32,9 +37,10 @@ def load_cifar10(root: Path | str, split: str = "train") -> tuple[np.ndarray, np
         raise _bad(root, "is not a folder", root)
     batches = batch_folder(root)
     if batches is not None:
-        return _load_batches(batches, split, root)
+        images, labels = _load_batches(batches, split, root)
+        return images, labels if with_labels else None
     if (root / LABELS_CSV).is_file() or kaggle_folder(root, "train") or kaggle_folder(root, "test"):
-        return _load_kaggle(root, split)
+        return _load_kaggle(root, split, with_labels)
     if (root / TARBALL).is_file():
         raise _bad(root / TARBALL, f"is not extracted (no {BATCH_FOLDER}/ next to it)", root)
     raise _bad(root, f"holds neither {BATCH_FOLDER}/ nor Kaggle's {LABELS_CSV} and PNG folders", root)
@@ -150,14 +156,14 @@ def _png_ids(folder: Path, root: Path) -> dict[int, Path]:
     return paths
 
 
-def _load_kaggle(root: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_kaggle(root: Path, split: str, with_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Training images without a row in trainLabels.csv are left out, and rows without an image are ignored: subsets
     keep Kaggle's full label table but only some of the images, and an unlabelled image cannot be trained on."""
     folder = kaggle_folder(root, split)
     if folder is None:
         raise _bad(root / split, "is missing (no folder of ID.png images)", root)
     paths = _png_ids(folder, root)
-    if split == "test":
+    if split == "test" or not with_labels:
         return np.stack([_read_png(paths[i], root) for i in sorted(paths)]), None
     labels_csv = root / LABELS_CSV
     if not labels_csv.is_file():

@@ -89,6 +89,16 @@ def bit_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.sign(output) != target).float().mean()
 
 
+def network_input(cfg: PatternConfig, shown: torch.Tensor) -> torch.Tensor:
+    """(T, B, P) patterns -> (T, B, n_neurons) drive: pattern neurons, silent extra neurons, the bias neuron at 1,
+    all times ``input_gain``."""
+    T, B, P = shown.shape
+    x = shown.new_zeros(T, B, cfg.n_neurons)
+    x[..., :P] = shown
+    x[..., -1] = 1.0
+    return cfg.input_gain * x
+
+
 class RecurrentModel(nn.Module):
     """The plastic or non-plastic RNN of the paper: the input vector has one entry per neuron (pattern neurons
     first, extra neurons next, the bias neuron last), scaled by ``input_gain`` and added inside the tanh."""
@@ -103,12 +113,8 @@ class RecurrentModel(nn.Module):
                 self.rnn.cell.alpha.fill_diagonal_(0.0)
 
     def forward(self, shown: torch.Tensor) -> torch.Tensor:
-        T, B, P = shown.shape
-        x = shown.new_zeros(T, B, self.cfg.n_neurons)
-        x[..., :P] = shown
-        x[..., -1] = 1.0
-        out, _ = self.rnn(self.cfg.input_gain * x)
-        return out[-1, :, :P]
+        out, _ = self.rnn(network_input(self.cfg, shown))
+        return out[-1, :, : self.cfg.pattern_size]
 
 
 class LSTMModel(nn.Module):

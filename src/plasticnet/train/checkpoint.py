@@ -55,3 +55,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def read_model(path: Path, device="cpu") -> dict:
+    """What evaluation needs from a run directory, its ``checkpoint.pt``, or a file written by :func:`export_model`:
+    ``{"task", "config", "iteration", "model", "meta"}``. ``meta`` is the experiment's plain data that evaluation
+    needs besides the weights (e.g. which Omniglot characters were trained on); empty when it keeps none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    state = load(path, device)
+    if not isinstance(state, dict) or "task" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a plasticnet checkpoint (no task and config in it)")
+    if "model" in state:
+        return {"iteration": state.get("iteration", 0), "meta": {}, **state}
+    experiment = state.get("experiment", {})
+    if "model" not in experiment:
+        raise CheckpointError(f"{path} holds no model weights; give a checkpoint written by `plasticnet train`")
+    return {"task": state["task"], "config": state["config"], "iteration": state.get("iteration", 0),
+            "model": experiment["model"], "meta": experiment.get("meta", {})}
+
+
+def export_model(source: Path, out: Path) -> Path:
+    """A model-only copy of a checkpoint for sharing: weights, configuration and meta, without the optimiser and
+    random-generator state that only resuming needs (for Adam that is two thirds of the file)."""
+    model = read_model(source)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({k: model[k] for k in ("task", "config", "iteration", "model", "meta")}, out)
+    return out

@@ -1,8 +1,17 @@
 """The training loop every task shares: seeds, logging, checkpoints, resuming, a progress bar.
 
+Two optional experiment hooks serve tasks that count in their own units (epochs of BPTT segments):
+``experiment.planned_iterations`` is the length of its schedule (the run stops there, or at ``cfg.iterations`` when
+that is positive and smaller), and ``experiment.log_extra(iteration)``, called after every step, may return a dict
+of values (e.g. an end-of-epoch validation) that go into a logged point written at that iteration.
+
 A run directory holds ``config.json`` (task, preset and the fully resolved configuration), ``metrics.jsonl`` (one
 JSON object per logged point: ``iteration``, ``seconds`` and the task's metrics averaged over the window since the
 previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt`` (written atomically).
+
+An experiment may define ``validate(iteration, final) -> dict[str, float]``: it is called at every logging point
+(``final`` at the last one) and whatever it returns (e.g. ``val_*`` metrics on held-out data, or nothing when it is
+not time yet) is logged with that point.
 """
 
 from __future__ import annotations
@@ -56,6 +65,35 @@ def _keep_metrics_up_to(run_dir: Path, iteration: int) -> None:
     (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
 
 
+def total_iterations(cfg, experiment) -> int:
+    """``cfg.iterations``, or an experiment's own schedule (``planned_iterations``) capped by a positive
+    ``cfg.iterations``."""
+    planned = getattr(experiment, "planned_iterations", None)
+    if planned is None:
+        return cfg.iterations
+    return planned if cfg.iterations <= 0 else min(planned, cfg.iterations)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def dry_run(task_name: str, cfg, preset: str = "") -> dict:
+    """Build the experiment exactly as :func:`train` would, without a run directory or a single step, and
+    describe it: parameter count, iterations, what the experiment's optional ``describe()`` adds, the config."""
+    task = get_task(task_name)
+    device = resolve_device(cfg.device)
+    ckpt.seed_everything(cfg.seed)
+    experiment = task.experiment(cfg, device)
+    info = {"task": task_name, "preset": preset, "parameters": parameter_count(experiment.model),
+            "iterations": total_iterations(cfg, experiment)}
+    describe = getattr(experiment, "describe", None)
+    if describe is not None:
+        info.update(describe())
+    info["config"] = to_dict(cfg)
+    return info
+
+
 def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = False, progress: bool = True,
           stop_when: Optional[Callable[[dict], bool]] = None, time_budget: Optional[float] = None) -> Path:
     """Train ``task_name`` with ``cfg`` into ``out_dir``; with ``resume``, continue from its checkpoint.
@@ -87,24 +125,30 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
 
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
+    total = total_iterations(cfg, experiment)
+    log_extra = getattr(experiment, "log_extra", None)
     writer = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resume else None)
+    validate = getattr(experiment, "validate", None)
     sums: dict[str, torch.Tensor] = {}
     count = 0
     began = time.monotonic()
     iteration = start
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
     try:
         with (out / METRICS).open("a") as log:
-            while iteration < cfg.iterations:
+            while iteration < total:
                 values = experiment.step(iteration)
                 iteration += 1
                 count += 1
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0) + v.detach()
                 bar.update(1)
-                last = iteration == cfg.iterations
-                if iteration % cfg.log_every == 0 or last:
-                    point = {k: float(v) / count for k, v in sums.items()}
+                last = iteration == total
+                extra = log_extra(iteration) if log_extra is not None else None
+                if iteration % cfg.log_every == 0 or last or extra:
+                    point = {**{k: float(v) / count for k, v in sums.items()}, **(extra or {})}
+                    if validate is not None:
+                        point.update(validate(iteration, last))
                     record = {"iteration": iteration, "seconds": round(time.monotonic() - began, 3), **point}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
