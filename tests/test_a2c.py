@@ -4,6 +4,7 @@ episodes, resuming, and the maze and cue-reward commands (train, animate, errors
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,23 @@ def test_animate_refuses_the_wrong_kind_of_checkpoint(tmp_path, capsys):
     assert "needs a maze checkpoint" in _error_line(capsys)
     assert main(["plot", str(run), "--figure", "modulator", "--out", str(tmp_path / "x.png")]) == 2
     assert "no neuromodulator" in _error_line(capsys)
+
+
+def test_moving_average_as_the_papers_smooth():
+    from plasticnet.plot import _moving_average
+
+    torch.testing.assert_close(torch.from_numpy(_moving_average(np.array([[1.0, 2.0, 3.0, 4.0]]), 2)),
+                               torch.tensor([[1.0, 1.5, 2.5, 3.5]], dtype=torch.float64))
+    assert _moving_average(np.array([2.0, 4.0]), 5).tolist() == [2.0, 3.0]
+
+
+def test_plot_against_wall_clock(tmp_path):
+    runs = []
+    for preset in ("paper-modplast", "paper-rnn"):
+        runs.append(tmp_path / preset)
+        assert main(["train", "cue-reward", "--preset", preset, "--iterations", "4", "--out", str(runs[-1]),
+                     *TRAIN]) == 0
+    out = tmp_path / "curves.png"
+    assert main(["plot", *map(str, runs), "--x", "seconds", "--smooth", "2", "--stat", "median",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

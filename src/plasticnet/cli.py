@@ -150,6 +150,9 @@ def _add_plot(sub) -> None:
     p.add_argument("--metric", help="metric to plot (default: the first one logged)")
     p.add_argument("--stat", default="mean", choices=["mean", "median"])
     p.add_argument("--log-y", action="store_true")
+    p.add_argument("--x", default="iteration", choices=["iteration", "seconds"],
+                   help="horizontal axis (seconds: runs compared at equal wall-clock time)")
+    p.add_argument("--smooth", type=int, default=1, metavar="K", help="moving average over K logged points")
     p.add_argument("--figure", metavar="NAME", help="draw the task's figure NAME of one run (a run directory or a "
                                                     "checkpoint file) instead of curves, e.g. images: completion")
     p.add_argument("--seed", type=int, default=0, help="with --figure: which held-out episodes to draw")
@@ -185,7 +188,7 @@ def _run_plot(args) -> int:
     if metric is None:
         first = read_metrics(args.runs[0])
         metric = next((k for k in (first[0] if first else {}) if k not in ("iteration", "seconds")), "loss")
-    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y)}")
+    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y, args.x, args.smooth)}")
     return 0
 
 
