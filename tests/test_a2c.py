@@ -162,7 +162,7 @@ def test_fused_episode_equals_stepping_the_cell(kind, extra):
     results = []
     for fused in (True, False):
         torch.manual_seed(0)
-        agent = RecurrentAgent(17, 4, kind, 8, init_scale=0.5, **extra, fused=fused).double()
+        agent = RecurrentAgent(17, 4, kind, 8, init_scale=0.2, **extra, fused=fused).double()  # not chaotic
         env = MazeEnv(3, "paper-2019", seed=1)
         episode = rollout(agent, env, torch.Generator().manual_seed(2))
         loss = a2c_loss(episode.logits, episode.actions, agent.value(episode.hidden),
