@@ -199,6 +199,8 @@ def test_resume_continues_exactly(tmp_path):
     assert main(["train", "cue-reward", "--resume", str(split), "--iterations", "6", "--no-progress"]) == 0
     for p, q in zip(_metrics(straight), _metrics(split)):
         assert p["reward"] == q["reward"] and p["loss"] == pytest.approx(q["loss"], rel=1e-5)
+    seconds = [p["seconds"] for p in _metrics(split)]
+    assert seconds == sorted(seconds)  # the clock goes on from the checkpoint's time
 
 
 def test_animate_maze_writes_a_gif_of_the_episode(tmp_path):

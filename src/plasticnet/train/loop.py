@@ -6,8 +6,9 @@ that is positive and smaller), and ``experiment.log_extra(iteration)``, called a
 of values (e.g. an end-of-epoch validation) that go into a logged point written at that iteration.
 
 A run directory holds ``config.json`` (task, preset and the fully resolved configuration), ``metrics.jsonl`` (one
-JSON object per logged point: ``iteration``, ``seconds`` and the task's metrics averaged over the window since the
-previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt`` (written atomically).
+JSON object per logged point: ``iteration``, ``seconds`` of training (continued across resumes) and the task's
+metrics averaged over the window since the previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt``
+(written atomically).
 
 An experiment may define ``validate(iteration, final) -> dict[str, float]``: it is called at every logging point
 (``final`` at the last one) and whatever it returns (e.g. ``val_*`` metrics on held-out data, or nothing when it is
@@ -59,10 +60,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _keep_metrics_up_to(run_dir: Path, iteration: int) -> None:
-    """On resume, drop points logged after the checkpoint: those iterations are trained again."""
+def _keep_metrics_up_to(run_dir: Path, iteration: int) -> float:
+    """On resume, drop points logged after the checkpoint: those iterations are trained again. Returns the
+    training time logged up to the checkpoint, from which the resumed run's clock continues."""
     kept = [m for m in read_metrics(run_dir) if m["iteration"] <= iteration]
     (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
+    return kept[-1]["seconds"] if kept else 0.0
 
 
 def total_iterations(cfg, experiment) -> int:
@@ -111,13 +114,13 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
 
     ckpt.seed_everything(cfg.seed)
     experiment = task.experiment(cfg, device)
-    start = 0
+    start, seconds_before = 0, 0.0
     if resume:
         state = ckpt.load(out / ckpt.CHECKPOINT, device)
         experiment.load_state_dict(state["experiment"])
         ckpt.set_rng_state(state["rng"])
         start = state["iteration"]
-        _keep_metrics_up_to(out, start)
+        seconds_before = _keep_metrics_up_to(out, start)
 
     def save(iteration: int) -> None:
         ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
@@ -149,7 +152,8 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                     point = {**{k: float(v) / count for k, v in sums.items()}, **(extra or {})}
                     if validate is not None:
                         point.update(validate(iteration, last))
-                    record = {"iteration": iteration, "seconds": round(time.monotonic() - began, 3), **point}
+                    seconds = seconds_before + time.monotonic() - began
+                    record = {"iteration": iteration, "seconds": round(seconds, 3), **point}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     for k, v in point.items():
