@@ -271,12 +271,20 @@ def test_moving_average_as_the_papers_smooth():
 
 
 def test_plot_against_wall_clock(tmp_path):
+    from plasticnet.plot import curves
+
     runs = []
-    for preset in ("paper-modplast", "paper-rnn"):
-        runs.append(tmp_path / preset)
-        assert main(["train", "cue-reward", "--preset", preset, "--iterations", "4", "--out", str(runs[-1]),
-                     *TRAIN]) == 0
+    for preset, seed in (("paper-modplast", 0), ("paper-rnn", 0), ("paper-rnn", 1)):
+        runs.append(tmp_path / f"{preset}-{seed}")
+        assert main(["train", "cue-reward", "--preset", preset, "--seed", str(seed), "--iterations", "6",
+                     "--out", str(runs[-1]), *TRAIN]) == 0
     out = tmp_path / "curves.png"
     assert main(["plot", *map(str, runs), "--x", "seconds", "--smooth", "2", "--stat", "median",
                  "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Seeds that ran at different speeds are compared at the same times, not at the same logged index.
+    (_, grid, values), = [c for c in curves(runs, "reward", "seconds") if "rnn" in c[0]]
+    first, second = _metrics(runs[1]), _metrics(runs[2])
+    assert grid[-1] <= min(first[-1]["seconds"], second[-1]["seconds"])
+    expected = np.interp(grid, [p["seconds"] for p in second], [p["reward"] for p in second])
+    np.testing.assert_allclose(values[1], expected)

@@ -34,7 +34,8 @@ def _labels(conditions: list[dict]) -> list[str]:
 
 def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
     """Group runs into conditions; return [(label, x values, values (n_seeds, n_points))]. ``x`` is
-    ``"iteration"`` or ``"seconds"`` (a condition's first run's clock: wall-clock comparisons)."""
+    ``"iteration"`` or ``"seconds"``: for wall-clock comparisons, each run is interpolated onto its condition's
+    first run's logged times, up to where the shortest run of the condition ends."""
     groups: dict[str, list[Path]] = defaultdict(list)
     conditions: dict[str, dict] = {}
     for d in run_dirs:
@@ -51,8 +52,14 @@ def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
             if not points:
                 raise ConfigError(f"{d} has no logged {metric!r}; train it first or pick another --metric")
             series.append(points)
+        if x == "seconds":
+            end = min(s[-1]["seconds"] for s in series)
+            grid = np.array([p["seconds"] for p in series[0] if p["seconds"] <= end])
+            values = np.array([np.interp(grid, [p["seconds"] for p in s], [p[metric] for p in s]) for s in series])
+            out.append((label, grid, values))
+            continue
         n = min(len(s) for s in series)
-        iterations = np.array([p[x] for p in series[0][:n]])
+        iterations = np.array([p["iteration"] for p in series[0][:n]])
         values = np.array([[p[metric] for p in s[:n]] for s in series])
         out.append((label, iterations, values))
     return out
