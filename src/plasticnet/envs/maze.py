@@ -121,16 +121,59 @@ class MazeEnv(BatchedEnv):
         self.free_cells = self.walls.logical_not().nonzero()
         self.centre = torch.full((2,), config.size // 2, dtype=torch.int64, device=self.device)
         self._reward_candidates = self.free_cells[_reward_cell_mask(self.free_cells, config)]
-        self._cell_index = torch.full_like(self.walls, -1, dtype=torch.int64)
-        self._cell_index[self.free_cells[:, 0], self.free_cells[:, 1]] = torch.arange(len(self.free_cells),
-                                                                                     device=self.device)
-        self._moves = torch.tensor(_MOVES, device=self.device)
-        self._action_ids = torch.arange(self.n_actions, device=self.device)
-        offsets = torch.arange(-1, 2, device=self.device)
-        self._view_rows = offsets.repeat_interleave(3)
-        self._view_cols = offsets.repeat(3)
-        self.agent_pos = self.reward_pos = None
-        self._teleports = self._prev_reward = self._prev_action = None
+        self._build_tables()
+        self._pos = self._reward_cell = None  # flat cell indices, row * size + column, (B,)
+        self._teleport_draws = self._teleport_cells = self._prev_reward = self._prev_action = None
+
+    def _build_tables(self) -> None:
+        """Per-cell look-up tables, so that a step is a handful of gathers (on a GPU, a handful of kernels).
+
+        Cells are numbered row * size + column. ``_next_cell[c, a]``: where action a leads from c (c itself into a
+        wall); ``_penalty[c, a]``: minus the wall penalty where it bumps; ``_obs_table[c]``: the observation's
+        constant part at c (the 3x3 wall map and the bias); ``_free_index[c]``: c's index among the free cells.
+        Cells on the border are never occupied; their entries are clamped to stay in range and never read.
+        """
+        size, device = self.config.size, self.device
+        cells = torch.arange(size * size, device=device)
+        rows, cols = cells // size, cells % size
+        moves = torch.tensor(_MOVES, device=device)
+        target = ((rows[:, None] + moves[:, 0]).clamp(0, size - 1) * size
+                  + (cols[:, None] + moves[:, 1]).clamp(0, size - 1))
+        blocked = self.walls.flatten()[target]
+        self._next_cell = torch.where(blocked, cells[:, None], target)
+        self._penalty = -self.config.wall_penalty * blocked.to(torch.float32)
+        offsets = torch.arange(-1, 2, device=device)
+        view_rows = (rows[:, None] + offsets.repeat_interleave(3)).clamp(0, size - 1)
+        view_cols = (cols[:, None] + offsets.repeat(3)).clamp(0, size - 1)
+        self._obs_table = torch.zeros(size * size, 17, dtype=torch.float32, device=device)
+        self._obs_table[:, :9] = self.walls[view_rows, view_cols]
+        self._obs_table[:, 16 if self.config.observation == "dp2018" else 10] = 1.0
+        self._free_flat = self.free_cells[:, 0] * size + self.free_cells[:, 1]
+        self._free_index = torch.full((size * size,), -1, dtype=torch.int64, device=device)
+        self._free_index[self._free_flat] = torch.arange(len(self._free_flat), device=device)
+        self._one_hot = torch.eye(self.n_actions, dtype=torch.float32, device=device)
+
+    @property
+    def agent_pos(self) -> torch.Tensor | None:
+        """(B, 2) row and column of each agent."""
+        return None if self._pos is None else self._cells_to_positions(self._pos)
+
+    @agent_pos.setter
+    def agent_pos(self, positions: torch.Tensor) -> None:
+        self._pos = positions[:, 0] * self.config.size + positions[:, 1]
+
+    @property
+    def reward_pos(self) -> torch.Tensor | None:
+        """(B, 2) row and column of each reward cell."""
+        return None if self._reward_cell is None else self._cells_to_positions(self._reward_cell)
+
+    @reward_pos.setter
+    def reward_pos(self, positions: torch.Tensor) -> None:
+        self._reward_cell = positions[:, 0] * self.config.size + positions[:, 1]
+        self._teleport_cells = self._teleport_cells_for(self._reward_cell)
+
+    def _cells_to_positions(self, cells: torch.Tensor) -> torch.Tensor:
+        return torch.stack((cells // self.config.size, cells % self.config.size), dim=1)
 
     @property
     def obs_size(self) -> int:
@@ -148,26 +191,23 @@ class MazeEnv(BatchedEnv):
     def _start(self) -> None:
         seeds = self.episode_seeds
         pick = random_below(seeds, _REWARD_CELL_STREAM, 0, len(self._reward_candidates))
+        self._teleport_draws = self._draw_teleports()
         self.reward_pos = self._reward_candidates[pick]
-        self.agent_pos = self.centre.expand(self.batch_size, 2).clone()
-        self._teleports = self._draw_teleports()
+        self.agent_pos = self.centre.expand(self.batch_size, 2)
         self._prev_reward = torch.zeros(self.batch_size, dtype=torch.float32, device=self.device)
         self._prev_action = torch.zeros(self.batch_size, dtype=torch.int64, device=self.device)
 
     def _advance(self, action: torch.Tensor) -> torch.Tensor:
-        config = self.config
-        target = self.agent_pos + self._moves[action]
-        bump = self.walls[target[:, 0], target[:, 1]]
-        position = torch.where(bump[:, None], self.agent_pos, target)
-        hit = (position == self.reward_pos).all(dim=1)
-        reward = (hit * config.reward - bump * config.wall_penalty).to(torch.float32)
-        self.agent_pos = torch.where(hit[:, None], self._teleport_targets(), position)
+        moved = self._next_cell[self._pos, action]
+        hit = moved == self._reward_cell
+        reward = self._penalty[self._pos, action] + hit * self.config.reward
+        self._pos = torch.where(hit, self._teleport_cells[:, self.t], moved)
         self._prev_reward = reward
         self._prev_action = action
         return reward
 
     def _draw_teleports(self) -> torch.Tensor:
-        """(B, episode_length) uniform draws, one per step, that :meth:`_teleport_targets` turns into cells.
+        """(B, episode_length) uniform draws, one per step, that :meth:`_teleport_cells_for` turns into cells.
 
         Drawn at reset so that a step hashes nothing: on a GPU, hashing at every step costs dozens of kernel launches.
         """
@@ -175,30 +215,27 @@ class MazeEnv(BatchedEnv):
         counter = torch.arange(self.episode_length, device=self.device)
         return random_below(self.episode_seeds, _TELEPORT_STREAM, counter, n_choices)
 
-    def _teleport_targets(self) -> torch.Tensor:
-        """(B, 2): where each agent goes if it hits the reward at this step."""
+    def _teleport_cells_for(self, reward_cell: torch.Tensor) -> torch.Tensor | None:
+        """(B, episode_length): where an agent goes if it hits the reward at each step (None before a reset)."""
         if self.config.teleport == "centre":
-            return self.centre.expand(self.batch_size, 2)
-        pick = self._teleports[:, self.t]
+            return self._free_flat.new_full((self.batch_size, self.episode_length), self.config.size ** 2 // 2)
+        if self._teleport_draws is None:
+            return None
+        pick = self._teleport_draws
         if self.config.teleport == "not-reward":
             # Uniform over the free cells but the reward cell: a draw among F - 1 skips over the reward cell's index.
-            pick = pick + (pick >= self._cell_index[self.reward_pos[:, 0], self.reward_pos[:, 1]])
-        return self.free_cells[pick]
+            pick = pick + (pick >= self._free_index[reward_cell][:, None])
+        return self._free_flat[pick]
 
     def observe(self) -> torch.Tensor:
-        obs = torch.zeros(self.batch_size, 17, dtype=torch.float32, device=self.device)
-        rows = self.agent_pos[:, :1] + self._view_rows
-        cols = self.agent_pos[:, 1:] + self._view_cols
-        obs[:, :9] = self.walls[rows, cols]
+        obs = self._obs_table[self._pos]
         if self.config.observation == "dp2018":
             obs[:, 14] = self._prev_reward
             obs[:, 15] = self.t
-            obs[:, 16] = 1.0
         else:
-            obs[:, 10] = 1.0
             obs[:, 11] = self.t / self.episode_length
             obs[:, 12] = self._prev_reward
-            obs[:, 13:17] = self._prev_action[:, None] == self._action_ids
+            obs[:, 13:17] = self._one_hot[self._prev_action]
         return obs
 
 
