@@ -93,12 +93,6 @@ def _decay_and_q(kind: str, rate: torch.Tensor, post: torch.Tensor):
     return None, q
 
 
-def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``m @ v`` per example, (B, N, M) x (B, M) -> (B, N). Written as a row vector times the transpose because
-    that form is several times faster on the CPU than ``bmm(m, v[..., None])``."""
-    return torch.bmm(v.unsqueeze(1), m.transpose(1, 2)).squeeze(1)
-
-
 def _add_plastic_drive(drive, pre, trace, alpha, scratch):
     """``drive += pre @ (alpha * trace)`` in place, as in :func:`plasticnet.layers.plastic_drive`, with a full
     alpha's product written into ``scratch`` instead of a fresh tensor."""
@@ -242,12 +236,19 @@ class _FusedPlasticRNN(torch.autograd.Function):
             rate_steps = [eta] * T
         # What does not depend on the adjoints is computed for all steps at once: the post-synaptic terms of the
         # trace updates, and (after the loop) the gradients that only sum the per-step rate gradients.
-        q_steps = None if retro else ((rates if spec.fanout else mods) if modulated else eta).mul(h[1:]).unbind(0)
+        q_steps = None if retro else ((rates if spec.fanout else mods) if modulated else eta).mul(h[1:])
         d_rates = h.new_empty(T, B, N)
         d_alpha = torch.zeros_like(alpha)
         d_eta = torch.zeros_like(eta) if retro else None
         w_t = w.t()
         scratch = h.new_empty(B, N, N)
+        # Views made once: activities as rows (B, 1, N) and columns (B, N, 1), transposed adjoints and scratch.
+        rows, columns = h.unsqueeze(2).unbind(0), h.unsqueeze(3).unbind(0)
+        q_rows = None if retro else q_steps.unsqueeze(2).unbind(0)
+        G_plastic_t, scratch_t = G_plastic.transpose(1, 2), scratch.transpose(1, 2)
+        G_elig_t = G_elig.transpose(1, 2) if retro else None
+        per_example_alpha_grad = full_alpha and N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu"
+        d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not per_example_alpha_grad else None
         work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
         scalar_decay = None if ctx.keep_all else _scalar_decay(spec, eta)
         g_h = g_outs[T - 1].clone()
@@ -266,58 +267,60 @@ class _FusedPlasticRNN(torch.autograd.Function):
             for t in reversed(range(start, stop)):
                 pre, post, rate = hs[t], hs[t + 1], rate_steps[t]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
-                # Through the trace updates, from the adjoints of the traces after the step to those before it.
+                # Through the trace updates, from the adjoints of the traces after the step to those before it;
+                # g_h, the adjoint of the new activity, gathers every path in place.
                 if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
                     _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
                 if retro:
                     # eligibility_after = (1 - eta) eligibility_before + eta outer(pre, post)
-                    d_q = torch.bmm(pre.unsqueeze(1), G_elig).squeeze(1)
-                    g_pre = _matvec(G_elig, post).mul_(eta)
-                    g_post = eta * d_q
+                    d_q = torch.bmm(rows[t], G_elig).squeeze(1)
+                    g_pre = torch.bmm(rows[t + 1], G_elig_t).squeeze(1).mul_(eta)
+                    g_h.addcmul_(eta, d_q)
                     d_eta += (d_q * post).sum() - torch.mul(G_elig, before[1], out=scratch).sum()
                     G_elig.mul_(1 - eta)
                     # plastic_after = clip(plastic_before + rate * eligibility_before)
                     d_rate = torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rates[t])
                     G_elig.addcmul_(rate.unsqueeze(1), G_plastic)
                 else:
-                    d_q = torch.bmm(pre.unsqueeze(1), G_plastic).squeeze(1)
-                    g_pre = _matvec(G_plastic, q_steps[t])
-                    g_post = rate * d_q
+                    d_q = torch.bmm(rows[t], G_plastic).squeeze(1)
+                    g_pre = torch.bmm(q_rows[t], G_plastic_t).squeeze(1)
+                    g_h.addcmul_(rate, d_q)
                     d_rate = torch.mul(d_q, post, out=d_rates[t])
                     if spec.kind != "clip":
                         d_decay = torch.mul(G_plastic, before[0], out=scratch).sum(1)
                         if spec.kind == "hebb":
                             d_rate -= d_decay
                         else:
-                            g_post -= 2 * rate * post * d_decay
+                            g_h.addcmul_(q_rows[t].squeeze(1), d_decay, value=-2)
                             d_rate -= post * post * d_decay
                         G_plastic.mul_(_decay_and_q(spec.kind, rate, post)[0])
                 # From the rate to the modulator and the new activity (to eta or the fan-out: after the loop).
                 if modulated:
                     d_m = d_rate @ fan_w if spec.fanout else d_rate.sum(1, keepdim=True)
-                    g_z = torch.mul(d_m, mod_slopes[t], out=g_zs[t])
-                    g_post.addmm_(g_z, mod_w)
+                    g_h.addmm_(torch.mul(d_m, mod_slopes[t], out=g_zs[t]), mod_w)
                 # Through the activity: post = tanh(u + pre @ w + pre @ (alpha * plastic_before)).
-                g_a = torch.mul(g_h.add_(g_post), tanh_slopes[t], out=g_as[t])
+                g_a = torch.mul(g_h, tanh_slopes[t], out=g_as[t])
                 g_pre.addmm_(g_a, w_t)
                 plastic = before[0]
                 if full_alpha:
                     torch.mul(alpha, plastic, out=scratch)
-                    g_pre.unsqueeze(1).baddbmm_(g_a.unsqueeze(1), scratch.transpose(1, 2))
-                    torch.mul(pre.unsqueeze(2), g_a.unsqueeze(1), out=scratch)
+                    g_pre.unsqueeze(1).baddbmm_(g_a.unsqueeze(1), scratch_t)
+                    torch.mul(columns[t], g_a.unsqueeze(1), out=scratch)
                     G_plastic.addcmul_(alpha, scratch)
-                    if N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu":
+                    if per_example_alpha_grad:
                         for b in range(B):  # per example: no (B, N, N) product to write and sum over the batch
                             d_alpha.addcmul_(plastic[b], scratch[b])
                     else:
-                        d_alpha += torch.mul(plastic, scratch, out=scratch).sum(0)
+                        d_alpha_by_example.addcmul_(plastic, scratch)
                 else:
                     scaled = g_a * alpha
                     g_pre.unsqueeze(1).baddbmm_(scaled.unsqueeze(1), plastic.transpose(1, 2))
-                    G_plastic.baddbmm_(pre.unsqueeze(2), scaled.unsqueeze(1))
-                    pre_trace = torch.bmm(pre.unsqueeze(1), plastic).squeeze(1)
+                    G_plastic.baddbmm_(columns[t], scaled.unsqueeze(1))
+                    pre_trace = torch.bmm(rows[t], plastic).squeeze(1)
                     d_alpha += (g_a * pre_trace).sum(0) if alpha.dim() == 1 else (g_a * pre_trace).sum()
                 g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
+        if full_alpha and not per_example_alpha_grad:
+            d_alpha = d_alpha_by_example.sum(0)
         flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
         if not modulated:
             d_eta = d_rates.sum()
