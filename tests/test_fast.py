@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plasticnet import PlasticRNN, PlasticRNNCell
-from plasticnet.fast import fusable, fused_plastic_rnn
+from plasticnet.fast import Workspace, fusable, fused_cell_run, fused_closed_loop, fused_plastic_rnn
 from plasticnet.rules import make_rule
 
 CASES = list(itertools.product(["hebb", "oja", "clip"], ["full", "per_neuron", "scalar"], [None, 2, 3]))
@@ -59,7 +59,9 @@ def test_fused_gradcheck_with_initial_state(rule, alpha):
 def test_plastic_rnn_uses_fused_path_only_where_it_applies():
     assert PlasticRNN(3, 4, rule="oja").fused
     assert not PlasticRNN(3, 4, rule="oja", fused=False).fused
-    assert not PlasticRNN(3, 4, rule="clip", modulation="simple").fused
+    assert PlasticRNN(3, 4, rule="clip", modulation="simple", fanout=True).fused
+    assert PlasticRNN(3, 4, rule="clip", modulation="retroactive").fused
+    assert not PlasticRNN(3, 4, rule="softclip", modulation="retroactive").fused
     assert not PlasticRNN(3, 4, rule="softclip").fused
     assert not PlasticRNN(3, 4, rule="hebb", activation="selu").fused
     assert not fusable(None) and fusable(make_rule("clip"))
@@ -98,3 +100,104 @@ def test_chunked_recomputation_keeps_fewer_traces():
     trace_bytes = 4 * 64 * 64 * 4
     assert saved_bytes(None) > 100 * trace_bytes
     assert saved_bytes(10) < 25 * trace_bytes
+
+
+MODULATED = ([dict(rule=r, alpha=a, modulation="simple", fanout=f)
+              for r, a, f in itertools.product(["hebb", "oja", "clip"], ["full", "per_neuron", "scalar"],
+                                               [False, True])]
+             + [dict(rule="clip", alpha=a, modulation="retroactive", fanout=f)
+                for a, f in itertools.product(["full", "per_neuron", "scalar"], [False, True])])
+
+
+def _modulated_cell(cfg, input_size=None, n=4):
+    torch.manual_seed(1)
+    cell = PlasticRNNCell(input_size, n, init_scale=0.5, clip=0.3, **cfg).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        if hasattr(cell, "eta"):
+            cell.eta.fill_(0.3)
+    return cell
+
+
+def _random_state(cell, batch=2):
+    state = cell.initial_state(batch)
+    traces = [0.2 * torch.randn_like(t) if t is not None else None for t in state]
+    return type(state)(*[t.clone().requires_grad_() if t is not None else None for t in traces])
+
+
+def _traces_loss(out, hebb, eligibility):
+    loss = _loss(out, hebb)
+    return loss if eligibility is None else loss + eligibility.cos().sum()
+
+
+@pytest.mark.parametrize("cfg", MODULATED, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("every", [None, 2])
+def test_fused_modulated_cell_equals_cell_steps(cfg, every):
+    """Outputs, final traces, and the gradients of every parameter and of the initial state."""
+    cell = _modulated_cell(cfg)
+    state0 = _random_state(cell)
+    u = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
+    state, outs = state0, []
+    for u_t in u:
+        h, state = cell(u_t, state)
+        outs.append(h)
+    wrt = [u, *cell.parameters(), *[t for t in state0 if t is not None]]
+    expected = torch.autograd.grad(_traces_loss(torch.stack(outs), state.hebb, state.eligibility), wrt)
+    out, (hebb, eligibility) = fused_cell_run(cell, u, state0, every)
+    torch.testing.assert_close(out, torch.stack(outs), rtol=0, atol=1e-13)
+    torch.testing.assert_close(hebb, state.hebb, rtol=0, atol=1e-13)
+    if cfg["modulation"] == "retroactive":
+        torch.testing.assert_close(eligibility, state.eligibility, rtol=0, atol=1e-13)
+    got = torch.autograd.grad(_traces_loss(out, hebb, eligibility), wrt)
+    for g, e, name in zip(got, expected, ["u", *[n for n, _ in cell.named_parameters()], "h0", "hebb0", "elig0"]):
+        torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=name)
+    if cfg["rule"] == "clip":
+        assert (hebb.abs() >= 0.3).any()  # the clip saturated somewhere, so its mask was exercised
+
+
+def _feedback_input(t, h):
+    """A deterministic stand-in for an environment: the next input depends on the activity, non-differentiably."""
+    return torch.stack([(h[:, 0] > 0).double(), torch.full_like(h[:, 0], float(t)), h[:, 1].sign()], dim=1)
+
+
+@pytest.mark.parametrize("cfg", [dict(rule="clip", alpha="full", modulation="simple"),
+                                 dict(rule="clip", alpha="full", modulation="retroactive", fanout=True),
+                                 dict(rule="oja", alpha="full"), dict(rule="clip", alpha="scalar")])
+@pytest.mark.parametrize("every", [None, 3])
+def test_closed_loop_equals_stepping_the_cell(cfg, every):
+    """The closed loop feeds each step's input from the last activity; no gradient goes through the feedback."""
+    cell = _modulated_cell(cfg, input_size=3)
+    params = list(cell.parameters())
+    x0 = torch.randn(2, 3, dtype=torch.float64)
+    state, x, outs, calls = cell.initial_state(2), x0, [], []
+    for t in range(7):
+        h, state = cell(x, state)
+        outs.append(h)
+        with torch.no_grad():
+            x = _feedback_input(t, h)
+    expected = torch.autograd.grad(_loss(torch.stack(outs), torch.zeros(())), params)
+
+    def feedback(t, h):
+        calls.append(t)
+        return _feedback_input(t, h)
+
+    workspace = Workspace()
+    for _ in range(2):  # a second episode with the same workspace gives the same result
+        calls.clear()
+        out = fused_closed_loop(cell, x0, feedback, 7, every, workspace)
+        torch.testing.assert_close(out, torch.stack(outs), rtol=0, atol=1e-13)
+        assert calls == list(range(7))
+        got = torch.autograd.grad(_loss(out, torch.zeros(())), params)
+        for g, e, (name, _) in zip(got, expected, cell.named_parameters()):
+            torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=name)
+
+
+def test_closed_loop_refuses_a_backward_after_its_buffers_were_reused():
+    cell = _modulated_cell(dict(rule="clip", alpha="full", modulation="simple"), input_size=3)
+    x0 = torch.randn(2, 3, dtype=torch.float64)
+    workspace = Workspace()
+    first = fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
+    fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.sum().backward()

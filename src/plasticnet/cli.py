@@ -131,6 +131,18 @@ def _add_eval(sub) -> None:
         q.set_defaults(func=task.hook("evaluate"))
 
 
+def _add_animate(sub) -> None:
+    from .tasks import TASKS
+
+    drawable = [t for t in TASKS.values() if t.hook("animate") is not None]
+    p = sub.add_parser("animate", help="draw a trained agent's episode (maze: GIF; cue-reward: modulator plot)")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
+    for task in drawable:
+        q = tasks.add_parser(task.name, help=task.help)
+        task.hook("add_animate_arguments")(q)
+        q.set_defaults(func=task.hook("animate"))
+
+
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="learning curves of one or more runs (seeds of a condition are grouped), or a "
                                     "task's figure of one trained run (--figure)")
@@ -197,7 +209,7 @@ def _add_bench(sub) -> None:
 
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
     p.add_argument("suite", choices=list(SUITES))
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: the suite's own (pattern 1 8 32, maze 30)")
     p.add_argument("--rounds", type=int, default=0,
                    help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
@@ -252,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
     _add_eval(sub)
+    _add_animate(sub)
     _add_plot(sub)
     _add_export(sub)
     _add_bench(sub)

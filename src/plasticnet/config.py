@@ -1,7 +1,8 @@
 """Run configurations: a dataclass per task, presets as JSON data files, overrides from the command line.
 
 A task's configuration class subclasses :class:`RunConfig`; its presets live in ``plasticnet/configs/TASK.json``
-as ``{"preset-name": {"field": value, ...}}``. Every field can be overridden on the command line
+as ``{"preset-name": {"field": value, ...}}``; a preset may start from another with ``"extends": "other-name"``
+and list only what differs (the papers' conditions differ in one or two settings). Every field can be overridden on the command line
 (``--field-name VALUE``), so a preset is only a starting point.
 """
 
@@ -33,7 +34,18 @@ class RunConfig:
 
 def load_presets(task: str) -> dict[str, dict[str, Any]]:
     text = resources.files("plasticnet.configs").joinpath(f"{task}.json").read_text()
-    return json.loads(text)
+    raw = json.loads(text)
+    return {name: _expand(raw, name, ()) for name in raw}
+
+
+def _expand(raw: dict[str, dict[str, Any]], name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+    values = dict(raw[name])
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if parent not in raw or parent in chain + (name,):
+        raise ConfigError(f"preset {name!r} extends {parent!r}, which is unknown or extends it in turn")
+    return {**_expand(raw, parent, chain + (name,)), **values}
 
 
 def _check_fields(cls, values: dict[str, Any], where: str) -> None:

@@ -194,8 +194,9 @@ class PlasticRNN(nn.Module):
     ``outputs`` has the same layout with ``hidden_size`` features; traces travel in ``state``.
     Every other keyword is passed on to the cell.
 
-    ``fused=True`` (default) runs un-modulated tanh networks with the ``hebb``, ``oja`` or ``clip`` rule through
-    :func:`plasticnet.fast.fused_plastic_rnn`: the same results, faster, with a hand-written backward pass;
+    ``fused=True`` (default) runs tanh networks with the ``hebb``, ``oja`` or ``clip`` rule (retroactive
+    modulation: ``clip`` only) through :func:`plasticnet.fast.fused_cell_run`: the same results, faster, with a
+    hand-written backward pass;
     ``checkpoint_every=k`` then keeps only every k-th trace for the backward pass and recomputes the others
     (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory). Other
     configurations step the cell, so autograd keeps every trace.
@@ -204,15 +205,14 @@ class PlasticRNN(nn.Module):
     def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False, fused: bool = True,
                  checkpoint_every: Optional[int] = None, **cell_kwargs):
         super().__init__()
-        from .fast import fusable
+        from .fast import fusable_cell
 
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every}")
         self.batch_first = batch_first
         self.cell = PlasticRNNCell(input_size, hidden_size, **cell_kwargs)
         self.checkpoint_every = checkpoint_every
-        self.fused = (fused and fusable(self.cell.rule) and self.cell.modulation is None
-                      and self.cell.activation == "tanh")
+        self.fused = fused and fusable_cell(self.cell)
 
     def initial_state(self, batch_size: int) -> PlasticState:
         return self.cell.initial_state(batch_size)
@@ -233,15 +233,14 @@ class PlasticRNN(nn.Module):
         return (outputs.transpose(0, 1) if self.batch_first else outputs), state
 
     def _fused_forward(self, x, state):
-        from .fast import fused_plastic_rnn
+        from .fast import fused_cell_run
 
         cell = self.cell
         if state is None:
             state = cell.initial_state(x.shape[1])
         drive = x if cell.i2h is None else cell.i2h(x)
-        outputs, hebb = fused_plastic_rnn(drive, state.h, state.hebb, cell.w, cell.alpha, cell.eta, cell.rule,
-                                          self.checkpoint_every)
-        return outputs, PlasticState(outputs[-1], hebb)
+        outputs, (hebb, eligibility) = fused_cell_run(cell, drive, state, self.checkpoint_every)
+        return outputs, PlasticState(outputs[-1], hebb, eligibility)
 
 
 class PlasticLinear(nn.Module):

@@ -1,5 +1,5 @@
 """Faster and leaner forms of the same maths as :mod:`plasticnet.layers`, tested against it."""
 
-from .recurrence import fused_plastic_rnn, fusable
+from .recurrence import Workspace, fusable, fusable_cell, fused_cell_run, fused_closed_loop, fused_plastic_rnn
 
-__all__ = ["fused_plastic_rnn", "fusable"]
+__all__ = ["fused_plastic_rnn", "fused_cell_run", "fused_closed_loop", "fusable", "fusable_cell", "Workspace"]

@@ -1,23 +1,31 @@
 """A fused plastic recurrence: a whole sequence of :class:`~plasticnet.layers.PlasticRNNCell` steps as one autograd
 function with a hand-written backward pass.
 
-Same maths as the cell (tanh units, a learned scalar eta, rule ``hebb``, ``oja`` or ``clip``, any alpha mode), but:
+Same maths as the cell (tanh units; rule ``hebb``, ``oja`` or ``clip``; any alpha mode; a learned eta, simple
+neuromodulation with or without fan-out, or retroactive neuromodulation with the ``clip`` rule), but:
 
-- the forward pass runs without an autograd graph and writes each trace into one pre-allocated buffer, so no
-  per-step tensors are allocated and freed (at 1001 units a trace is 4 MB; allocation and page faults were a
-  large part of the plain formulation's time);
-- the backward pass is the adjoint recursion written out, with in-place updates of one trace-sized adjoint, and the
-  gradient of ``w`` as one matrix product over all steps at the end;
+- the forward pass runs without an autograd graph and writes each trace into a pre-allocated buffer, so no
+  per-step tensors are allocated and freed (a trace is megabytes: allocation and page faults were a large part of
+  the plain formulation's time);
+- the backward pass is the adjoint recursion written out, with in-place updates of one adjoint per trace, and the
+  gradients of ``w`` and the modulator as one matrix product over all steps at the end;
 - with ``checkpoint_every=k`` only every k-th trace is kept and the others are recomputed chunk by chunk during the
-  backward pass: memory for T/k + k traces instead of T, for about one extra forward pass.
+  backward pass: memory for T/k + k traces instead of T, for about one extra forward pass of the trace updates.
 
-Every trace rule of the form ``trace = clip(decay * trace + outer(pre, q))`` fits; see :func:`_decay_and_q`.
+Two ways to feed it: the drive of every step given up front (:func:`fused_plastic_rnn`, :func:`fused_cell_run`),
+or a closed loop (:func:`fused_closed_loop`) where each step's input is computed from the previous step's activity
+by a function the gradient does not go through, as when an agent acts in an environment. The closed loop can reuse
+its buffers from one call to the next (:class:`Workspace`), which on a CPU saves the page faults of fresh memory.
+
+Every non-retroactive rule of the form ``trace = clip(decay * trace + outer(pre, q))`` fits; see
+:func:`_decay_and_q`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
@@ -31,92 +39,204 @@ def fusable(rule: Optional[Rule]) -> bool:
     return type(rule) in FUSABLE_RULES and not isinstance(rule, SoftBoundHebb)
 
 
-def _decay_and_q(kind: str, eta: torch.Tensor, h: torch.Tensor):
-    """The rule as ``decay * trace + outer(pre, q)``: decay is a scalar tensor (hebb), (B, 1, N) (oja) or None."""
-    q = eta * h
+def fusable_cell(cell) -> bool:
+    """Whether :func:`fused_cell_run` and :func:`fused_closed_loop` can run this cell."""
+    if not fusable(cell.rule) or cell.activation != "tanh":
+        return False
+    return cell.modulation != "retroactive" or type(cell.rule) is ClippedHebb
+
+
+@dataclass(frozen=True)
+class _Plasticity:
+    """What the loops need to know about the cell beyond its parameters."""
+
+    kind: str  # "hebb", "oja" or "clip"
+    clip: float
+    modulation: Optional[str]  # None, "simple" or "retroactive"
+    fanout: bool
+
+    @property
+    def n_traces(self) -> int:
+        return 2 if self.modulation == "retroactive" else 1
+
+
+class Workspace:
+    """Buffers that a closed loop keeps from one call to the next. A call overwrites the previous call's buffers,
+    so backpropagate through an episode before running the next one with the same workspace (autograd refuses
+    otherwise: "modified by an inplace operation")."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+        dtype = dtype or like.dtype
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != torch.Size(shape) or buffer.dtype != dtype or buffer.device != like.device:
+            buffer = self._buffers[name] = torch.empty(shape, dtype=dtype, device=like.device)
+        return buffer
+
+
+_hardtanh_backward = torch.ops.aten.hardtanh_backward.grad_input
+
+
+def _decay_and_q(kind: str, rate: torch.Tensor, post: torch.Tensor):
+    """The rule as ``decay * trace + outer(pre, q)``. ``rate`` is a scalar tensor, (B, 1) or (B, N); decay is
+    None (clip), or broadcasts over the pre-synaptic axis: a scalar, (B, 1, 1) or (B, 1, N)."""
+    q = rate * post
     if kind == "hebb":
-        return 1 - eta, q
+        return (1 - rate) if rate.dim() == 0 else (1 - rate).unsqueeze(1), q
     if kind == "oja":
-        return (1 - q * h).unsqueeze(1), q
+        return (1 - q * post).unsqueeze(1), q
     return None, q
 
 
-def _plastic_drive(pre, trace, alpha, scratch):
-    """``pre @ (alpha * trace)`` as in :func:`plasticnet.layers.plastic_drive`, with a full alpha's product written
-    into ``scratch`` instead of a fresh tensor."""
+def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``m @ v`` per example, (B, N, M) x (B, M) -> (B, N). Written as a row vector times the transpose because
+    that form is several times faster on the CPU than ``bmm(m, v[..., None])``."""
+    return torch.bmm(v.unsqueeze(1), m.transpose(1, 2)).squeeze(1)
+
+
+def _add_plastic_drive(drive, pre, trace, alpha, scratch):
+    """``drive += pre @ (alpha * trace)`` in place, as in :func:`plasticnet.layers.plastic_drive`, with a full
+    alpha's product written into ``scratch`` instead of a fresh tensor."""
     if alpha.dim() == 2:
-        return torch.bmm(pre.unsqueeze(1), torch.mul(alpha, trace, out=scratch)).squeeze(1)
-    return torch.bmm(pre.unsqueeze(1), trace).squeeze(1) * alpha
-
-
-def _trace_step(kind, clip, eta, beta, trace, pre, post, out):
-    """Write the next trace into ``out`` (a buffer slot) without allocating a trace-sized temporary; a scalar decay
-    rides in baddbmm's ``beta`` (a Python number, read once per call so that no step waits for the device), so
-    hebb and clip read and write each trace element once."""
-    decay, q = _decay_and_q(kind, eta, post)
-    if kind == "oja":
-        torch.mul(trace, decay, out=out).baddbmm_(pre.unsqueeze(2), q.unsqueeze(1))
+        drive.unsqueeze(1).baddbmm_(pre.unsqueeze(1), torch.mul(alpha, trace, out=scratch))
     else:
-        torch.baddbmm(trace, pre.unsqueeze(2), q.unsqueeze(1), beta=beta, out=out)
-    if kind == "clip":
-        out.clamp_(-clip, clip)
-    return out
+        drive.addcmul_(torch.bmm(pre.unsqueeze(1), trace).squeeze(1), alpha)
 
 
-def _scalar_decay(kind, eta) -> float:
-    return 1.0 - float(eta) if kind == "hebb" else 1.0
+def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out):
+    """Write the traces after one step into ``out`` (n_traces, B, N, N) from ``traces`` before it, without
+    allocating a trace-sized temporary."""
+    if spec.modulation == "retroactive":
+        plastic, eligibility = traces[0], traces[1]
+        torch.addcmul(plastic, rate.unsqueeze(1), eligibility, out=out[0]).clamp_(-spec.clip, spec.clip)
+        torch.mul(eligibility, 1 - eta, out=out[1]).baddbmm_(pre.unsqueeze(2), (eta * post).unsqueeze(1))
+        return
+    decay, q = _decay_and_q(spec.kind, rate, post)
+    if decay is None:  # one pass: addcmul broadcasts the outer product, where baddbmm(out=) first copies
+        torch.addcmul(traces[0], pre.unsqueeze(2), q.unsqueeze(1), out=out[0])
+    else:
+        torch.mul(traces[0], decay, out=out[0]).baddbmm_(pre.unsqueeze(2), q.unsqueeze(1))
+    if spec.kind == "clip":
+        out[0].clamp_(-spec.clip, spec.clip)
 
 
-def _run_chunk(kind, clip, eta, alpha, w, u, h, traces, start, stop, keep_h=None, scratch=None):
-    """Steps start..stop-1 (0-based): ``traces[0]`` holds the trace before step ``start``; fills ``traces[1:]``.
-    With ``keep_h`` (the activity buffer ``h`` itself) new activities are computed and written; without it (the
-    backward pass's recomputation) they are read from ``h``."""
-    beta = _scalar_decay(kind, eta)
-    for k, t in enumerate(range(start, stop)):
-        pre = h[t]
-        if keep_h is not None:
-            drive = u[t] + pre @ w + _plastic_drive(pre, traces[k], alpha, scratch)
-            torch.tanh(drive, out=keep_h[t + 1])
-        _trace_step(kind, clip, eta, beta, traces[k], pre, h[t + 1], traces[k + 1])
+@dataclass
+class _Run:
+    """How one call is fed and stored (everything the autograd function needs that is not a tensor input)."""
+
+    spec: _Plasticity
+    steps: int
+    checkpoint_every: Optional[int]
+    workspace: Workspace
+    x0: Optional[torch.Tensor] = None
+    feedback: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
 
 
 class _FusedPlasticRNN(torch.autograd.Function):
+    """Inputs: the drive ``u`` (T, B, N), or (closed loop) the input weights ``in_w``, ``in_b``; the initial state;
+    the cell's parameters. Outputs: the activities (T, B, N) and the final traces (n_traces, B, N, N).
+
+    The loops index Python lists of per-step views made once (``unbind``) and update in place wherever they can:
+    at a few hundred units a step is dozens of small operations, and each one's overhead counts."""
+
     @staticmethod
-    def forward(ctx, u, h0, trace0, w, alpha, eta, kind, clip, checkpoint_every):
-        T, B, N = u.shape
-        k = checkpoint_every or T
+    def forward(ctx, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, run: _Run):
+        spec, T, ws = run.spec, run.steps, run.workspace
+        B, N = h0.shape
+        k = min(run.checkpoint_every or T, T)
         n_chunks = math.ceil(T / k)
-        h = u.new_empty(T + 1, B, N)
-        h[0] = h0
-        # chunk_starts[c] is the trace before step c*k; within the chunk being run, `work` holds every trace.
-        chunk_starts = u.new_empty(n_chunks + 1, B, N, N)
-        chunk_starts[0] = trace0
         keep_all = k >= T
-        work = u.new_empty(T + 1 if keep_all else k + 1, B, N, N)
-        scratch = u.new_empty(B, N, N) if alpha.dim() == 2 else None
+        closed = u is None
+        h = ws.get("h", (T + 1, B, N), h0)
+        h[0] = h0
+        hs = h.unbind(0)
+        if closed:
+            x = ws.get("x", (T, *run.x0.shape), h0)
+            x[0] = run.x0
+            xs, in_wt = x.unbind(0), in_w.t()
+        else:
+            x, us = None, u.unbind(0)
+        # The modulator m of every step, and the rate it gives (the same tensor without fan-out).
+        mods = ws.get("mods", (T, B, 1), h0) if spec.modulation else None
+        rates = ws.get("rates", (T, B, N), h0) if spec.fanout else mods
+        rate_steps = rates.unbind(0) if spec.modulation else [eta] * T
+        mod_wt = mod_w.t() if spec.modulation else None
+        fan_wt = fan_w.t() if spec.fanout else None
+        # chunk_starts[c] holds the traces before step c*k; within the chunk being run, `work` holds every trace.
+        trace_shape = (spec.n_traces, B, N, N)
+        chunk_starts = ws.get("chunk_starts", (n_chunks + 1, *trace_shape), h0)
+        chunk_starts[0] = traces0
+        work = ws.get("work", (T + 1 if keep_all else k + 1, *trace_shape), h0)
+        scratch = ws.get("scratch", (B, N, N), h0)
         for c in range(n_chunks):
             start, stop = c * k, min(T, (c + 1) * k)
-            slots = work[: stop - start + 1] if not keep_all else work[start: stop + 1]
+            slots = work[start: stop + 1] if keep_all else work[: stop - start + 1]
             slots[0] = chunk_starts[c]
-            _run_chunk(kind, clip, eta, alpha, w, u, h, slots, start, stop, keep_h=h, scratch=scratch)
+            slot_traces = [slot.unbind(0) for slot in slots.unbind(0)]
+            for t in range(start, stop):
+                pre, post = hs[t], hs[t + 1]
+                before, after = slot_traces[t - start], slot_traces[t - start + 1]
+                if closed:
+                    drive = torch.addmm(in_b, xs[t], in_wt).addmm_(pre, w)
+                else:
+                    drive = torch.addmm(us[t], pre, w)
+                _add_plastic_drive(drive, pre, before[0], alpha, scratch)
+                torch.tanh(drive, out=post)
+                rate = rate_steps[t]
+                if spec.modulation:
+                    m = torch.addmm(mod_b, post, mod_wt, out=mods[t]).tanh_()
+                    if spec.fanout:
+                        torch.addmm(fan_b, m, fan_wt, out=rate)
+                _update_traces(spec, eta, pre, post, rate, before, after)
+                if closed:
+                    x_next = run.feedback(t, post)
+                    if t + 1 < T:
+                        xs[t + 1].copy_(x_next)
             chunk_starts[c + 1] = slots[stop - start]
-        ctx.save_for_backward(u, h, chunk_starts, work if keep_all else None, w, alpha, eta)
-        ctx.kind, ctx.clip, ctx.k, ctx.keep_all = kind, clip, k, keep_all
+        ctx.run, ctx.keep_all, ctx.k, ctx.closed = run, keep_all, k, closed
+        # Saved, buffers included: autograd's version counters then refuse a backward pass through buffers that a
+        # later call with the same workspace has overwritten.
+        ctx.save_for_backward(u, x, h, chunk_starts, work if keep_all else None, mods, rates if spec.fanout else None,
+                              w, alpha, eta, mod_w, mod_b, fan_w, fan_b)
         return h[1:].clone(), chunk_starts[n_chunks].clone()
 
     @staticmethod
-    def backward(ctx, g_out, g_trace_final):
-        u, h, chunk_starts, all_traces, w, alpha, eta = ctx.saved_tensors
-        kind, clip, k = ctx.kind, ctx.clip, ctx.k
-        T, B, N = u.shape
+    def backward(ctx, g_out, g_traces_final):
+        u, x, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b = \
+            ctx.saved_tensors
+        run = ctx.run
+        spec, k, T = run.spec, ctx.k, run.steps
+        B, N = h.shape[1:]
+        modulated, retro = spec.modulation is not None, spec.modulation == "retroactive"
         full_alpha = alpha.dim() == 2
-        g_h = g_out[T - 1].clone() if g_out is not None else u.new_zeros(B, N)
-        G = g_trace_final.clone() if g_trace_final is not None else u.new_zeros(B, N, N)
-        g_a_all = u.new_empty(T, B, N)
+        hs = h.unbind(0)
+        g_out = g_out if g_out is not None else h.new_zeros(T, B, N)
+        g_outs = g_out.unbind(0)
+        G = g_traces_final.clone() if g_traces_final is not None else h.new_zeros(spec.n_traces, B, N, N)
+        G_plastic = G[0]
+        G_elig = G[1] if retro else None
+        g_a_all = h.new_empty(T, B, N)
+        g_as = g_a_all.unbind(0)
+        tanh_slopes = (1 - h[1:].square()).unbind(0)
+        if modulated:
+            rate_steps = (rates if spec.fanout else mods).unbind(0)
+            mod_slopes = (1 - mods.square()).unbind(0)
+            g_z_all = h.new_empty(T, B, 1)
+            g_zs = g_z_all.unbind(0)
+        else:
+            rate_steps = [eta] * T
+        # What does not depend on the adjoints is computed for all steps at once: the post-synaptic terms of the
+        # trace updates, and (after the loop) the gradients that only sum the per-step rate gradients.
+        q_steps = None if retro else ((rates if spec.fanout else mods) if modulated else eta).mul(h[1:]).unbind(0)
+        d_rates = h.new_empty(T, B, N)
         d_alpha = torch.zeros_like(alpha)
-        d_eta = torch.zeros_like(eta)
-        scratch = u.new_empty(B, N, N)
-        work = None if ctx.keep_all else u.new_empty(k + 1, B, N, N)
+        d_eta = torch.zeros_like(eta) if retro else None
+        w_t = w.t()
+        scratch = h.new_empty(B, N, N)
+        work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
+        g_h = g_outs[T - 1].clone()
         for c in reversed(range(math.ceil(T / k))):
             start, stop = c * k, min(T, (c + 1) * k)
             if ctx.keep_all:
@@ -124,52 +244,127 @@ class _FusedPlasticRNN(torch.autograd.Function):
             else:
                 traces = work[: stop - start + 1]
                 traces[0] = chunk_starts[c]
-                _run_chunk(kind, clip, eta, alpha, w, u, h, traces, start, stop)
+            slot_traces = [slot.unbind(0) for slot in traces.unbind(0)]
+            if not ctx.keep_all:
+                for t in range(start, stop):
+                    _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
+                                   slot_traces[t - start + 1])
             for t in reversed(range(start, stop)):
-                pre, post, trace_before = h[t], h[t + 1], traces[t - start]
-                # Through the trace update: trace_after = clip(decay * trace_before + outer(pre, q)).
-                if kind == "clip":
-                    G.mul_(traces[t - start + 1].abs() < clip)
-                decay, q = _decay_and_q(kind, eta, post)
-                d_q = torch.bmm(pre.unsqueeze(1), G).squeeze(1)
-                g_pre = torch.bmm(G, q.unsqueeze(2)).squeeze(2)
-                g_h = g_h + eta * d_q
-                d_eta += (d_q * post).sum()
-                if kind == "hebb":
-                    d_eta -= torch.dot(G.reshape(-1), trace_before.reshape(-1))
-                    G.mul_(decay)
-                elif kind == "oja":
-                    d_decay = torch.mul(G, trace_before, out=scratch).sum(1)
-                    g_h = g_h - 2 * eta * post * d_decay
-                    d_eta -= (d_decay * post * post).sum()
-                    G.mul_(decay)
-                # Through the activity: post = tanh(u + pre @ w + pre @ (alpha * trace_before)).
-                g_a = g_h * (1 - post * post)
-                g_a_all[t] = g_a
-                g_pre += g_a @ w.t()
+                pre, post, rate = hs[t], hs[t + 1], rate_steps[t]
+                before, after = slot_traces[t - start], slot_traces[t - start + 1]
+                # Through the trace updates, from the adjoints of the traces after the step to those before it.
+                if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
+                    _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
+                if retro:
+                    # eligibility_after = (1 - eta) eligibility_before + eta outer(pre, post)
+                    d_q = torch.bmm(pre.unsqueeze(1), G_elig).squeeze(1)
+                    g_pre = _matvec(G_elig, post).mul_(eta)
+                    g_post = eta * d_q
+                    d_eta += (d_q * post).sum() - torch.mul(G_elig, before[1], out=scratch).sum()
+                    G_elig.mul_(1 - eta)
+                    # plastic_after = clip(plastic_before + rate * eligibility_before)
+                    d_rate = torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rates[t])
+                    G_elig.addcmul_(rate.unsqueeze(1), G_plastic)
+                else:
+                    d_q = torch.bmm(pre.unsqueeze(1), G_plastic).squeeze(1)
+                    g_pre = _matvec(G_plastic, q_steps[t])
+                    g_post = rate * d_q
+                    d_rate = torch.mul(d_q, post, out=d_rates[t])
+                    if spec.kind != "clip":
+                        d_decay = torch.mul(G_plastic, before[0], out=scratch).sum(1)
+                        if spec.kind == "hebb":
+                            d_rate -= d_decay
+                        else:
+                            g_post -= 2 * rate * post * d_decay
+                            d_rate -= post * post * d_decay
+                        G_plastic.mul_(_decay_and_q(spec.kind, rate, post)[0])
+                # From the rate to the modulator and the new activity (to eta or the fan-out: after the loop).
+                if modulated:
+                    d_m = d_rate @ fan_w if spec.fanout else d_rate.sum(1, keepdim=True)
+                    g_z = torch.mul(d_m, mod_slopes[t], out=g_zs[t])
+                    g_post.addmm_(g_z, mod_w)
+                # Through the activity: post = tanh(u + pre @ w + pre @ (alpha * plastic_before)).
+                g_a = torch.mul(g_h.add_(g_post), tanh_slopes[t], out=g_as[t])
+                g_pre.addmm_(g_a, w_t)
+                plastic = before[0]
                 if full_alpha:
-                    torch.mul(alpha, trace_before, out=scratch)
-                    g_pre += torch.bmm(scratch, g_a.unsqueeze(2)).squeeze(2)
+                    torch.mul(alpha, plastic, out=scratch)
+                    g_pre.unsqueeze(1).baddbmm_(g_a.unsqueeze(1), scratch.transpose(1, 2))
                     torch.mul(pre.unsqueeze(2), g_a.unsqueeze(1), out=scratch)
-                    G.addcmul_(alpha, scratch)
-                    for b in range(B):  # per example: no (B, N, N) product to sum over the batch
-                        d_alpha.addcmul_(trace_before[b], scratch[b])
+                    G_plastic.addcmul_(alpha, scratch)
+                    d_alpha += torch.mul(plastic, scratch, out=scratch).sum(0)
                 else:
                     scaled = g_a * alpha
-                    g_pre += torch.bmm(trace_before, scaled.unsqueeze(2)).squeeze(2)
-                    G.baddbmm_(pre.unsqueeze(2), scaled.unsqueeze(1))
-                    pre_trace = torch.bmm(pre.unsqueeze(1), trace_before).squeeze(1)
+                    g_pre.unsqueeze(1).baddbmm_(scaled.unsqueeze(1), plastic.transpose(1, 2))
+                    G_plastic.baddbmm_(pre.unsqueeze(2), scaled.unsqueeze(1))
+                    pre_trace = torch.bmm(pre.unsqueeze(1), plastic).squeeze(1)
                     d_alpha += (g_a * pre_trace).sum(0) if alpha.dim() == 1 else (g_a * pre_trace).sum()
-                g_h = g_pre + (g_out[t - 1] if g_out is not None and t > 0 else 0)
-        d_w = h[:-1].reshape(T * B, N).t() @ g_a_all.reshape(T * B, N)
-        return g_a_all, g_h, G, d_w, d_alpha, d_eta, None, None, None
+                g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
+        flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
+        if not modulated:
+            d_eta = d_rates.sum()
+        d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
+        d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None
+        d_w = flat(h[:-1]).t() @ flat(g_a_all)
+        d_mod_w = (flat(g_z_all).t() @ flat(h[1:])) if modulated else None
+        d_mod_b = g_z_all.sum((0, 1)) if modulated else None
+        if ctx.closed:
+            d_in_w, d_in_b = flat(g_a_all).t() @ flat(x), g_a_all.sum((0, 1))
+            d_u = None
+        else:
+            d_in_w = d_in_b = None
+            d_u = g_a_all
+        return (d_u, d_in_w, d_in_b, g_h, G, d_w, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None)
+
+
+def _cell_tensors(cell):
+    """The parameters of a cell in the order :class:`_FusedPlasticRNN` takes them (None where absent)."""
+    modulated = cell.modulation is not None
+    fan = cell.modfanout if modulated and cell.fanout else None
+    return (cell.w, cell.alpha, getattr(cell, "eta", None),
+            cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
+            fan.weight if fan is not None else None, fan.bias if fan is not None else None)
+
+
+def _plasticity(cell) -> _Plasticity:
+    return _Plasticity(cell.rule.name, getattr(cell.rule, "clip", 0.0), cell.modulation, cell.fanout)
+
+
+def _initial_traces(cell, state) -> torch.Tensor:
+    if cell.modulation == "retroactive":
+        return torch.stack([state.hebb, state.eligibility])
+    return state.hebb.unsqueeze(0)
+
+
+def fused_cell_run(cell, u: torch.Tensor, state, checkpoint_every: Optional[int] = None):
+    """Run ``cell`` (see :func:`fusable_cell`) over the drive ``u`` (T, B, N) (its input part, ``i2h(x)`` or x)
+    from ``state``. Returns all activities (T, B, N) and the final traces ``(hebb, eligibility or None)``."""
+    run = _Run(_plasticity(cell), u.shape[0], checkpoint_every, Workspace())
+    out, traces = _FusedPlasticRNN.apply(u, None, None, state.h, _initial_traces(cell, state), *_cell_tensors(cell),
+                                         run)
+    return out, (traces[0], traces[1] if cell.modulation == "retroactive" else None)
+
+
+def fused_closed_loop(cell, x0: torch.Tensor, feedback: Callable[[int, torch.Tensor], torch.Tensor], steps: int,
+                      checkpoint_every: Optional[int] = None, workspace: Optional[Workspace] = None) -> torch.Tensor:
+    """Run ``cell`` (with its input layer ``i2h``) for ``steps`` steps from a zero state, where step t's input is
+    ``x0`` for t = 0 and ``feedback(t - 1, h_{t-1})`` afterwards; ``feedback(t, h_t)`` is called after every step,
+    the last one included, without gradient, and no gradient flows through it. Returns the activities
+    (steps, B, N), differentiable with respect to every parameter of the cell."""
+    state = cell.initial_state(x0.shape[0])
+    run = _Run(_plasticity(cell), steps, checkpoint_every, workspace or Workspace(), x0, feedback)
+    out, _ = _FusedPlasticRNN.apply(None, cell.i2h.weight, cell.i2h.bias, state.h, _initial_traces(cell, state),
+                                    *_cell_tensors(cell), run)
+    return out
 
 
 def fused_plastic_rnn(u, h0, trace0, w, alpha, eta, rule: Rule, checkpoint_every: Optional[int] = None):
-    """Run T tanh plastic steps on the drive ``u`` (T, B, N) (the input part, i2h(x) or x) from state (h0, trace0).
+    """Run T tanh plastic steps with a learned scalar eta on the drive ``u`` (T, B, N) from state (h0, trace0).
 
     Returns all activities (T, B, N) and the final trace. ``checkpoint_every`` trades memory for recomputation.
     """
-    kind = rule.name
-    clip = getattr(rule, "clip", 0.0)
-    return _FusedPlasticRNN.apply(u, h0, trace0, w, alpha, eta, kind, clip, checkpoint_every)
+    spec = _Plasticity(rule.name, getattr(rule, "clip", 0.0), None, False)
+    run = _Run(spec, u.shape[0], checkpoint_every, Workspace())
+    out, traces = _FusedPlasticRNN.apply(u, None, None, h0, trace0.unsqueeze(0), w, alpha, eta, None, None, None,
+                                         None, run)
+    return out, traces[0]

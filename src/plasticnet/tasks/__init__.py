@@ -57,6 +57,10 @@ TASKS: dict[str, Task] = {
              "Omniglot one-shot classification with a plastic output layer (DP 2018, section 4.3)"),
         Task("ptb", "ptb", "PtbConfig", "PtbExperiment",
              "Penn Treebank language modelling with (neuromodulated) plastic LSTMs (backpropamine, section 4.3)"),
+        Task("maze", "maze", "MazeTrainConfig", "A2CExperiment",
+             "grid maze meta-RL with A2C (DP 2018 section 4.4, backpropamine section 4.2)"),
+        Task("cue-reward", "cue_reward", "CueRewardTrainConfig", "A2CExperiment",
+             "cue-reward association meta-RL with A2C (backpropamine section 4.3)"),
     ]
 }
 

@@ -1,0 +1,37 @@
+"""Cue-reward association (backpropamine.md §4): in each trial two of four cues are shown, then a Go signal; the
+agent is rewarded for responding exactly when the episode's target cue was shown, and must find out which cue that
+is from rewards alone. Trained with A2C (:mod:`plasticnet.train.a2c`); presets in ``configs/cue-reward.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..envs import CUE_REWARD_PRESETS, CueRewardEnv
+from ..train.a2c import A2CConfig, A2CExperiment
+
+__all__ = ["CueRewardTrainConfig", "A2CExperiment"]
+
+
+@dataclass
+class CueRewardTrainConfig(A2CConfig):
+    env: str = "paper"
+
+    env_presets: ClassVar[tuple] = tuple(CUE_REWARD_PRESETS)
+
+    def make_env(self, batch_size: int, device, seed: int | None) -> CueRewardEnv:
+        return CueRewardEnv(batch_size, self.env, device=device, seed=seed)
+
+
+def add_animate_arguments(parser) -> None:
+    from ..pictures import add_picture_arguments
+
+    add_picture_arguments(parser, "cue-reward.png")
+
+
+def animate(args) -> int:
+    """``plasticnet animate cue-reward``: the modulator of the agent in a checkpoint over one episode (PNG)."""
+    from ..pictures import cue_reward_plot
+
+    print(f"wrote {cue_reward_plot(args.checkpoint, args.out, args.seed, args.device)}")
+    return 0

@@ -1,0 +1,230 @@
+"""Batched advantage actor-critic with Monte-Carlo returns, as both papers' meta-RL experiments train
+(backpropamine.md §1, differentiable-plasticity.md §5.4).
+
+One iteration is one episode on B environments at once:
+
+1. reset the environments and the agent (activity, traces: nothing is carried over from the last episode);
+2. for t = 0..T-1: the agent scores the actions from the observation, an action is sampled from the softmax, the
+   environments step (no gradient flows through the environment or the fed-back reward and action);
+3. returns backwards with no bootstrapping, ``R_t = r_t + gamma R_{t+1}``;
+4. ``delta = R - V`` with each element's own value (``baseline="own"``) or, as the original code did, element 0's
+   value for the whole batch (``baseline="element0"``, backpropamine.md §7 P1);
+5. ``L = mean_t [ c_p sum_a p^2 - log p(a) sg(delta) + c_v delta^2 ]``, with ``mean_b`` inside: ``sum_a p^2`` is a
+   penalty on concentrated policies (the papers' stand-in for an entropy bonus, added, not subtracted);
+6. backpropagate through the whole episode (traces and modulator included), clip the gradient norm, and take an
+   Adam step, except during the first ``burn_in`` iterations, which compute gradients but update nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+
+from ..agents import AGENT_KINDS, RecurrentAgent
+from ..config import RunConfig, from_dict
+from ..errors import CheckpointError, ConfigError
+from ..layers import ALPHA_MODES
+from ..rules import make_rule
+from . import checkpoint as ckpt
+
+BASELINES = ("own", "element0")
+
+
+@dataclass
+class A2CConfig(RunConfig):
+    """Agent and A2C settings shared by the meta-RL tasks; a task adds the environment (``env``, a preset name).
+
+    Agent: ``agent`` kind (rnn, plastic, modplast, modul), ``hidden_size``, plasticity ``rule`` and its ``clip``,
+    ``fanout`` of the modulator, ``alpha`` mode, ``init_scale`` of W and alpha, ``eta_init``.
+    A2C: discount ``gamma``; ``entropy_coef`` of the sum-of-squared-probabilities penalty (``--bent``);
+    ``value_coef`` (``--blossv``); ``grad_clip`` on the global gradient norm (0: none); Adam ``lr`` and
+    ``adam_eps``; ``burn_in`` iterations without optimizer steps; ``baseline`` own or element0.
+    Speed: ``checkpoint_every`` k keeps every k-th trace of an episode and recomputes the others in the backward
+    pass (0: keep all; memory T traces instead of T/k + k).
+    """
+
+    env: str = ""
+    agent: str = "modplast"
+    hidden_size: int = 100
+    rule: str = "clip"
+    clip: float = 1.0
+    fanout: bool = False
+    alpha: str = "full"
+    init_scale: float = 0.01
+    eta_init: float = 0.01
+    gamma: float = 0.9
+    entropy_coef: float = 0.03
+    value_coef: float = 0.1
+    grad_clip: float = 4.0
+    adam_eps: float = 1e-4
+    burn_in: int = 101
+    baseline: str = "own"
+    checkpoint_every: int = 0
+
+    env_presets: ClassVar[tuple] = ()  # set by each task: the environment presets it accepts
+
+    def validate(self) -> None:
+        if self.env not in self.env_presets:
+            raise ConfigError(f"unknown env {self.env!r}; choose one of {', '.join(self.env_presets)}")
+        if self.agent not in AGENT_KINDS:
+            raise ConfigError(f"unknown agent {self.agent!r}; choose one of {', '.join(AGENT_KINDS)}")
+        if self.alpha not in ALPHA_MODES:
+            raise ConfigError(f"unknown alpha {self.alpha!r}; choose one of {', '.join(ALPHA_MODES)}")
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
+        rule = make_rule(self.rule, self.clip)
+        if self.agent == "modul" and not rule.accumulates:
+            raise ConfigError(f"agent modul needs a bounded additive rule (clip or softclip), not {self.rule!r}")
+        if self.fanout and AGENT_KINDS[self.agent] is None:
+            raise ConfigError(f"--fanout fans out a neuromodulator; agent {self.agent} has none (use modplast or "
+                              f"modul)")
+        for name in ("hidden_size", "batch_size", "iterations", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1:
+            raise ConfigError(f"gamma is a discount factor in [0, 1], got {self.gamma}")
+        if self.grad_clip < 0 or self.burn_in < 0 or self.checkpoint_every < 0:
+            raise ConfigError("grad_clip, burn_in and checkpoint_every must be >= 0 (0: none)")
+        if self.adam_eps <= 0 or self.lr <= 0:
+            raise ConfigError(f"lr and adam_eps must be positive, got {self.lr} and {self.adam_eps}")
+
+    def make_env(self, batch_size: int, device, seed: int | None):
+        raise NotImplementedError
+
+
+def make_agent(cfg: A2CConfig, env) -> RecurrentAgent:
+    return RecurrentAgent(env.obs_size, env.n_actions, cfg.agent, cfg.hidden_size, rule=cfg.rule, clip=cfg.clip,
+                          fanout=cfg.fanout, alpha=cfg.alpha, init_scale=cfg.init_scale, eta_init=cfg.eta_init,
+                          checkpoint_every=cfg.checkpoint_every or None)
+
+
+class Episode(NamedTuple):
+    """One batched episode: ``logits`` (T, B, A) and ``hidden`` (T, B, N) carry gradients; ``actions`` (T, B) and
+    ``rewards`` (T, B) do not."""
+
+    logits: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    hidden: torch.Tensor
+
+
+def rollout(agent: RecurrentAgent, env, generator: torch.Generator, watch=None) -> Episode:
+    """Run one episode on every environment of ``env``. Actions are sampled from the softmax by the Gumbel-max
+    trick with noise drawn for the whole episode up front, so a step is a few batched operations and never waits
+    for the host. ``watch(env)``, if given, is called after the reset and after every step (to record positions,
+    cues...)."""
+    obs = env.reset()
+    if watch is not None:
+        watch(env)
+    uniform = torch.rand(env.episode_length, env.batch_size, env.n_actions, generator=generator, device=obs.device)
+    with torch.no_grad():  # the scores' bias and the noise, added once for the whole episode
+        noisy_bias = agent.h2o.bias - torch.log(-torch.log(uniform))
+    weight = agent.h2o.weight.t()
+    actions, rewards = [], []
+
+    def act(t: int, h: torch.Tensor) -> torch.Tensor:
+        action = torch.addmm(noisy_bias[t], h, weight).argmax(-1)  # argmax of h2o(h) + Gumbel noise
+        obs, reward, _ = env.step(action)
+        if watch is not None:
+            watch(env)
+        actions.append(action)
+        rewards.append(reward)
+        return obs
+
+    hidden = agent.unroll(obs, act, env.episode_length)
+    return Episode(agent.h2o(hidden), torch.stack(actions), torch.stack(rewards), hidden)
+
+
+def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``R_t = r_t + gamma R_{t+1}``, ``R_T = 0``, for rewards (T, ...): one product with the (T, T) matrix of
+    ``gamma ** (s - t)`` for s >= t instead of T dependent steps."""
+    T = rewards.shape[0]
+    steps = torch.arange(T, dtype=torch.float64, device=rewards.device)
+    lag = steps[None, :] - steps[:, None]
+    discount = torch.where(lag >= 0, gamma ** lag.clamp(min=0), 0.0).to(rewards.dtype)
+    return (discount @ rewards.reshape(T, -1)).reshape(rewards.shape)
+
+
+class A2CLoss(NamedTuple):
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    penalty: torch.Tensor
+
+
+def a2c_loss(logits: torch.Tensor, actions: torch.Tensor, values: torch.Tensor, returns: torch.Tensor,
+             entropy_coef: float, value_coef: float, baseline: str = "own") -> A2CLoss:
+    """The papers' loss for one batched episode; ``logits`` (T, B, A), ``actions``, ``values``, ``returns`` (T, B).
+
+    Each term is summed over the batch and divided by B, then the three are averaged over the T steps.
+    ``baseline="element0"`` reproduces the original code, where every element's advantage used element 0's value,
+    so only element 0's value output learns (and learns the batch-mean return)."""
+    if baseline not in BASELINES:
+        raise ConfigError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
+    log_p = torch.log_softmax(logits, dim=-1)
+    log_p_taken = log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    if baseline == "element0":
+        values = values[:, :1].expand_as(returns)
+    delta = returns - values
+    policy = -(log_p_taken * delta.detach()).mean()
+    value = delta.square().mean()
+    penalty = log_p.exp().square().sum(-1).mean()
+    total = entropy_coef * penalty + policy + value_coef * value
+    return A2CLoss(total, policy.detach(), value.detach(), penalty.detach())
+
+
+class A2CExperiment:
+    """The training step the shared loop calls: one episode on ``batch_size`` environments, one update."""
+
+    metrics = ("reward", "loss", "grad_norm")
+
+    def __init__(self, cfg: A2CConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.env = cfg.make_env(cfg.batch_size, device, seed=cfg.seed)
+        self.model = make_agent(cfg, self.env).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        # Actions get a stream of their own, apart from the environment's episode seeds.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed + 0x5EED)
+
+    def step(self, iteration: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        episode = rollout(self.model, self.env, self.generator)
+        returns = discounted_returns(episode.rewards, cfg.gamma)
+        loss = a2c_loss(episode.logits, episode.actions, self.model.value(episode.hidden), returns,
+                        cfg.entropy_coef, cfg.value_coef, cfg.baseline)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
+        if iteration >= cfg.burn_in:
+            self.optimizer.step()
+        return {"reward": episode.rewards.sum(0).mean(), "loss": loss.total.detach(), "grad_norm": grad_norm}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "env_generator": self.env.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.env.generator.set_state(state["env_generator"])
+
+
+def load_agent(path: Path, device="cpu") -> tuple[str, A2CConfig, RecurrentAgent]:
+    """The task name, configuration and trained agent of a run's checkpoint (the file or its run directory)."""
+    from ..tasks import get_task
+
+    path = Path(path)
+    state = ckpt.load(path / ckpt.CHECKPOINT if path.is_dir() else path, device)
+    task = get_task(state["task"])
+    if not issubclass(task.config_cls, A2CConfig):
+        raise CheckpointError(f"{path} holds a {state['task']} run, not a meta-RL agent (maze or cue-reward)")
+    cfg = from_dict(task.config_cls, state["config"])
+    agent = make_agent(cfg, cfg.make_env(1, device, seed=0)).to(device)
+    agent.load_state_dict(state["experiment"]["model"])
+    return state["task"], cfg, agent

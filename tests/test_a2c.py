@@ -1,0 +1,254 @@
+"""A2C as the papers ran it: returns, loss terms, baselines, burn-in, the agents' sizes, the fused and stepped
+episodes, resuming, and the maze and cue-reward commands (train, animate, errors)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from plasticnet.agents import RecurrentAgent
+from plasticnet.cli import main
+from plasticnet.config import resolve
+from plasticnet.envs import MazeEnv
+from plasticnet.tasks import get_task
+from plasticnet.train.a2c import A2CExperiment, a2c_loss, discounted_returns, make_agent, rollout
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Episodes are hundreds of tiny products: on a busy machine, BLAS threads waiting for a core make each one
+    milliseconds long. One thread keeps these tests fast; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _cfg(task, preset, **overrides):
+    return resolve(get_task(task).config_cls, task, preset, overrides)
+
+
+def test_returns_match_a_hand_example():
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 10.0], [2.0, 0.0]])
+    expected = torch.tensor([[1 + 0.9 * 1.8, 0.9 * 10.0], [0.9 * 2.0, 10.0], [2.0, 0.0]])
+    torch.testing.assert_close(discounted_returns(rewards, 0.9), expected)
+
+
+def test_returns_equal_the_backward_recursion():
+    rewards = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+    running, expected = torch.zeros(3), []
+    for r in reversed(rewards):
+        running = r + 0.9 * running
+        expected.append(running)
+    torch.testing.assert_close(discounted_returns(rewards, 0.9), torch.stack(expected[::-1]), rtol=1e-5, atol=1e-5)
+
+
+def _one_step_case():
+    """T=1, B=2, A=2 with uniform policies: p = (0.5, 0.5), so sum_a p^2 = 0.5 and log p(a) = -log 2."""
+    logits = torch.zeros(1, 2, 2, requires_grad=True)
+    actions = torch.tensor([[0, 1]])
+    values = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    returns = torch.tensor([[3.0, 1.0]])
+    return logits, actions, values, returns
+
+
+def test_loss_terms_by_hand_with_own_baseline():
+    logits, actions, values, returns = _one_step_case()
+    loss = a2c_loss(logits, actions, values, returns, entropy_coef=0.03, value_coef=0.1)
+    # delta = R - V = (2, -1): policy = -mean(log p * delta) = log 2 * 0.5; value = mean(delta^2) = 2.5.
+    assert loss.penalty.item() == pytest.approx(0.5)
+    assert loss.policy.item() == pytest.approx(math.log(2) * 0.5)
+    assert loss.value.item() == pytest.approx(2.5)
+    assert loss.total.item() == pytest.approx(0.03 * 0.5 + math.log(2) * 0.5 + 0.1 * 2.5)
+    loss.total.backward()
+    torch.testing.assert_close(values.grad, 0.1 * torch.tensor([[-2.0, 1.0]]))  # d/dV of mean (R - V)^2
+
+
+def test_original_baseline_uses_element_0_for_every_element():
+    logits, actions, values, returns = _one_step_case()
+    loss = a2c_loss(logits, actions, values, returns, 0.03, 0.1, baseline="element0")
+    # delta = R - V[0] = (2, 0): policy = log 2 * mean(2, 0); value = mean(4, 0).
+    assert loss.policy.item() == pytest.approx(math.log(2) * 1.0)
+    assert loss.value.item() == pytest.approx(2.0)
+    loss.total.backward()
+    assert values.grad[0, 1] == 0 and values.grad[0, 0] == pytest.approx(0.1 * -2.0)
+
+
+def test_penalty_pushes_towards_uniform_and_advantage_is_detached():
+    logits = torch.tensor([[[2.0, 0.0]]], requires_grad=True)
+    values = torch.tensor([[1.0]], requires_grad=True)
+    action = torch.tensor([[0]])
+    # delta = 0: only the penalty acts on the policy, and descent lowers the likelier action's score.
+    a2c_loss(logits, action, values, torch.tensor([[1.0]]), entropy_coef=1.0, value_coef=0.0).total.backward()
+    assert logits.grad[0, 0, 0] > 0 > logits.grad[0, 0, 1]
+    # delta = 2 but no value loss: the policy term sees sg(delta), so nothing reaches the critic.
+    a2c_loss(logits, action, values, torch.tensor([[3.0]]), entropy_coef=0.0, value_coef=0.0).total.backward()
+    assert values.grad is None or values.grad.abs().sum() == 0
+
+
+def test_loss_averages_over_steps_and_batch():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 4)
+    actions = torch.randint(4, (5, 3))
+    values, returns = torch.randn(5, 3), torch.randn(5, 3)
+    loss = a2c_loss(logits, actions, values, returns, 0.1, 0.2)
+    p = torch.softmax(logits, -1)
+    chosen = torch.log(p.gather(-1, actions[..., None])).squeeze(-1)
+    total = 0.0
+    for t in range(5):
+        delta = returns[t] - values[t]
+        total += (0.1 * p[t].square().sum() / 3 - (chosen[t] * delta).sum() / 3 + 0.2 * delta.square().sum() / 3)
+    assert loss.total.item() == pytest.approx(total.item() / 5, rel=1e-5)
+
+
+MAZE_SIZES = {"paper-2019": 22_406, "paper-2019-modul": 22_407, "paper-2019-plastic": 22_731,
+              "paper-2019-rnn": 22_523, "simplemaze": 22_606, "paper-2018": 84_606, "paper-2018-rnn": 44_605}
+# The original's cue-reward modplast and modul also hold an eta they never use (one parameter more each).
+CUE_SIZES = {"paper": 86_405, "paper-modplast": 86_404, "paper-plastic": 86_204, "paper-rnn": 46_203}
+
+
+@pytest.mark.parametrize("task, preset, count", [("maze", p, n) for p, n in MAZE_SIZES.items()]
+                         + [("cue-reward", p, n) for p, n in CUE_SIZES.items()])
+def test_parameter_counts_match_the_papers(task, preset, count):
+    cfg = _cfg(task, preset)
+    agent = make_agent(cfg, cfg.make_env(1, "cpu", seed=0))
+    assert sum(p.numel() for p in agent.parameters()) == count
+
+
+def test_presets_hold_the_papers_settings():
+    maze = _cfg("maze", "paper-2019")
+    assert (maze.env, maze.batch_size, maze.clip, maze.grad_clip, maze.adam_eps, maze.burn_in, maze.lr) == \
+        ("paper-2019", 30, 1.0, 4.0, 1e-4, 101, 1e-4)
+    assert (maze.gamma, maze.entropy_coef, maze.value_coef, maze.baseline) == (0.9, 0.03, 0.1, "own")
+    simple = _cfg("maze", "simplemaze")
+    assert (simple.env, simple.fanout, simple.clip, simple.init_scale) == ("simplemaze", True, 2.0, 0.001)
+    old = _cfg("maze", "paper-2018")
+    assert (old.rule, old.hidden_size, old.grad_clip, old.burn_in, old.entropy_coef, old.value_coef) == \
+        ("oja", 200, 0.0, 0, 0.1, 0.03)
+    cue = _cfg("cue-reward", "paper")
+    assert (cue.agent, cue.hidden_size, cue.entropy_coef, cue.grad_clip, cue.adam_eps, cue.eta_init) == \
+        ("modul", 200, 0.1, 2.0, 1e-6, 0.1)
+
+
+def _tiny(task="maze", preset="paper-2019", **overrides):
+    return _cfg(task, preset, batch_size=2, hidden_size=6, **overrides)
+
+
+def test_no_update_during_burn_in():
+    torch.manual_seed(0)
+    experiment = A2CExperiment(_tiny(burn_in=3), torch.device("cpu"))
+    start = [p.detach().clone() for p in experiment.model.parameters()]
+    for i in range(3):
+        assert experiment.step(i)["grad_norm"] > 0  # gradients are computed, and dropped
+    assert all(torch.equal(a, b) for a, b in zip(start, experiment.model.parameters()))
+    experiment.step(3)
+    assert not all(torch.equal(a, b) for a, b in zip(start, experiment.model.parameters()))
+
+
+def test_gradient_norm_is_clipped():
+    torch.manual_seed(0)
+    experiment = A2CExperiment(_tiny(grad_clip=1e-6), torch.device("cpu"))
+    assert experiment.step(0)["grad_norm"] > 1e-6
+    clipped = torch.sqrt(sum(p.grad.square().sum() for p in experiment.model.parameters()))
+    assert clipped.item() == pytest.approx(1e-6, rel=1e-3)
+
+
+@pytest.mark.parametrize("kind, extra", [("modplast", {}), ("modul", {}), ("plastic", {"rule": "oja"}),
+                                         ("modplast", {"fanout": True, "clip": 2.0})])
+def test_fused_episode_equals_stepping_the_cell(kind, extra):
+    """Same actions, rewards and gradients whether the episode runs fused or step by step under autograd."""
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        agent = RecurrentAgent(17, 4, kind, 8, init_scale=0.5, **extra, fused=fused).double()
+        env = MazeEnv(3, "paper-2019", seed=1)
+        episode = rollout(agent, env, torch.Generator().manual_seed(2))
+        loss = a2c_loss(episode.logits, episode.actions, agent.value(episode.hidden),
+                        discounted_returns(episode.rewards.double(), 0.9), 0.03, 0.1)
+        results.append((episode, torch.autograd.grad(loss.total, list(agent.parameters()))))
+    assert results[0][0].actions.equal(results[1][0].actions) and results[0][0].rewards.equal(results[1][0].rewards)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+TRAIN = ["--batch-size", "2", "--hidden-size", "6", "--log-every", "2", "--save-every", "2", "--no-progress"]
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("task, preset", [("maze", "paper-2019"), ("maze", "simplemaze"), ("maze", "paper-2018"),
+                                          ("cue-reward", "paper")])
+def test_train_command_writes_the_run_directory(task, preset, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", task, "--preset", preset, "--iterations", "4", "--out", str(run), *TRAIN]) == 0
+    points = _metrics(run)
+    assert [p["iteration"] for p in points] == [2, 4]
+    assert all({"reward", "loss", "grad_norm"} <= set(p) for p in points)
+    assert json.loads((run / "config.json").read_text())["preset"] == preset
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    args = ["train", "cue-reward", "--burn-in", "1", *TRAIN]
+    assert main(args + ["--iterations", "6", "--out", str(straight)]) == 0
+    assert main(args + ["--iterations", "4", "--out", str(split)]) == 0
+    assert main(["train", "cue-reward", "--resume", str(split), "--iterations", "6", "--no-progress"]) == 0
+    for p, q in zip(_metrics(straight), _metrics(split)):
+        assert p["reward"] == q["reward"] and p["loss"] == pytest.approx(q["loss"], rel=1e-5)
+
+
+def test_animate_maze_writes_a_gif_of_the_episode(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "maze", "--iterations", "1", "--out", str(run), *TRAIN]) == 0
+    gif = tmp_path / "maze.gif"
+    assert main(["animate", "maze", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(gif)]) == 0
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames == 201  # the start and each of the 200 steps
+
+
+def test_animate_cue_reward_plots_the_modulator(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "cue-reward", "--preset", "paper-modplast", "--iterations", "1", "--out", str(run),
+                 *TRAIN]) == 0
+    png = tmp_path / "modulator.png"
+    assert main(["animate", "cue-reward", "--checkpoint", str(run), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "maze", "--agent", "lstm"], "unknown agent 'lstm'"),
+    (["train", "maze", "--env", "paper-2020"], "unknown env 'paper-2020'"),
+    (["train", "cue-reward", "--env", "paper-2019"], "unknown env 'paper-2019'"),
+    (["train", "maze", "--baseline", "mean"], "unknown baseline 'mean'"),
+    (["train", "maze", "--agent", "rnn", "--fanout"], "has none"),
+    (["train", "maze", "--agent", "modul", "--rule", "oja"], "needs a bounded additive rule"),
+    (["train", "maze", "--gamma", "1.5"], "gamma"),
+    (["train", "maze", "--alpha", "diagonal"], "unknown alpha 'diagonal'"),
+    (["train", "cue-reward", "--rule", "stdp"], "unknown rule 'stdp'"),
+    (["animate", "maze", "--checkpoint", "/nonexistent/run"], "no checkpoint"),
+])
+def test_bad_input_exits_2_with_one_line(argv, fragment, capsys, tmp_path):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert fragment in _error_line(capsys)
+
+
+def test_animate_refuses_the_wrong_kind_of_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "cue-reward", "--preset", "paper-rnn", "--iterations", "1", "--out", str(run), *TRAIN]) == 0
+    assert main(["animate", "maze", "--checkpoint", str(run), "--out", str(tmp_path / "x.gif")]) == 2
+    assert "needs a maze checkpoint" in _error_line(capsys)
+    assert main(["animate", "cue-reward", "--checkpoint", str(run), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no neuromodulator" in _error_line(capsys)
