@@ -262,13 +262,13 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_episodes(model: OneShotNetwork, cfg: OmniglotConfig, pool: torch.Tensor, episodes: int,
                       generator: torch.Generator, shots: int | None = None, chunk: int = 250) -> dict[str, float]:
-    correct = loss = 0.0
-    done = 0
+    correct = done = 0
+    loss = 0.0
     while done < episodes:
         n = min(chunk, episodes - done)
         batch = make_episodes(cfg, pool, n, generator, shots)
         output = model(batch)
-        correct += float(accuracy(output, batch.target)) * n
+        correct += int((output.argmax(-1) == batch.target).sum())
         loss += float(episode_loss(output, batch.target)) * n
         done += n
     return {"accuracy": correct / episodes, "loss": loss / episodes}
@@ -393,5 +393,5 @@ def evaluate(args) -> int:
     else:
         print(f"omniglot {ways}-way {shots}-shot: accuracy {100 * report['accuracy']:.1f}% "
               f"+- {100 * report['ci95']:.1f}% (95% CI) over {args.episodes} episodes on {len(unseen)} characters "
-              f"never seen in training ({len(alphabets)} alphabets)")
+              f"never seen in training ({len(alphabets)} alphabet{'s' * (len(alphabets) != 1)})")
     return 0
