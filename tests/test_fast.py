@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plasticnet import PlasticRNN, PlasticRNNCell
-from plasticnet.fast import Workspace, fusable, fused_cell_run, fused_closed_loop, fused_plastic_rnn
+from plasticnet.fast import Workspace, fusable, fused_cell_run, fused_closed_loop, fused_plastic_rnn, recurrence
 from plasticnet.rules import make_rule
 
 CASES = list(itertools.product(["hebb", "oja", "clip"], ["full", "per_neuron", "scalar"], [None, 2, 3]))
@@ -133,8 +133,11 @@ def _traces_loss(out, hebb, eligibility):
 
 @pytest.mark.parametrize("cfg", MODULATED, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("every", [None, 2])
-def test_fused_modulated_cell_equals_cell_steps(cfg, every):
+@pytest.mark.parametrize("alpha_grad_per_example", [False, True])
+def test_fused_modulated_cell_equals_cell_steps(cfg, every, alpha_grad_per_example, monkeypatch):
     """Outputs, final traces, and the gradients of every parameter and of the initial state."""
+    if alpha_grad_per_example:
+        monkeypatch.setattr(recurrence, "_PER_EXAMPLE_ALPHA_GRAD_UNITS", 0)
     cell = _modulated_cell(cfg)
     state0 = _random_state(cell)
     u = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)

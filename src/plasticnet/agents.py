@@ -66,7 +66,7 @@ class RecurrentAgent(nn.Module):
                 self.cell.eta.fill_(eta_init)
         self.h2o = nn.Linear(hidden_size, n_actions)
         self.h2v = nn.Linear(hidden_size, 1)
-        self.fused = fused and self.cell.plastic and fusable_cell(self.cell)
+        self.fused = fused and fusable_cell(self.cell)
         self.checkpoint_every = checkpoint_every
         self._workspace = Workspace()
 

@@ -136,7 +136,7 @@ def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
           f"{'plain MB':>9} {'same output':>12}")
     rows = []
-    for batch in batch_sizes or [1, 8, 32]:
+    for batch in batch_sizes:
         torch.manual_seed(0)
         shown, target = make_episodes(cfg, batch, torch.Generator(device=device).manual_seed(0), device)
         library = RecurrentModel(cfg).to(device)
@@ -172,7 +172,7 @@ def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 2
     print(f"{'batch':>5} {'library MB':>11} {'plain MB':>9} {'ratio':>7} {'library s':>10} {'plain s':>8} "
           f"{'grad rel. difference':>21}")
     rows = []
-    for batch in batch_sizes or [16]:
+    for batch in batch_sizes:
         torch.manual_seed(0)
         library = PlasticRNN(None, hidden, rule="hebb", checkpoint_every=every).to(device)
         plain = plain_rnn.PlainPlasticRNN(hidden).to(device)
@@ -213,7 +213,7 @@ def trace_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 10
     print(f"{'batch':>5} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8} {'of peak':>8}")
     rows = []
     reps = max(rounds, 20)
-    for batch in batch_sizes or [1, 32]:
+    for batch in batch_sizes:
         trace = torch.zeros(batch, hidden, hidden, device=device)
         out = torch.empty_like(trace)
         pre, post = torch.randn(batch, hidden, 1, device=device), torch.randn(batch, 1, hidden, device=device)
@@ -292,7 +292,7 @@ def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     where = _where(device)
     print(f"ptb: small preset language model (10k words, 2 plastic LSTM layers), 20-step segments, training step "
           f"(forward, backward, clip, SGD); tokens per second; {where}")
-    rows = bench_ptb(batch_sizes or [20], rounds, device)
+    rows = bench_ptb(batch_sizes, rounds, device)
     print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
           f"{'library MB':>11} {'plain MB':>9} {'same logits':>12}")
     for r in rows:
@@ -302,14 +302,16 @@ def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     return rows
 
 
-
-def bench_maze(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     """One A2C iteration on the paper-2019 maze (simple neuromodulation, 100 units, 200 steps): the library's
     :class:`~plasticnet.train.a2c.A2CExperiment` against ``benchmarks/plain_maze.py``, both past the burn-in."""
     from .config import resolve
     from .tasks.maze import A2CExperiment, MazeTrainConfig
 
     plain_module = load_benchmark_module("plain_maze")
+    print(f"maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units, one A2C iteration (episode, loss, "
+          f"backward, clip, Adam); {_where(device)}")
+    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9}")
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
@@ -320,23 +322,16 @@ def bench_maze(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
         iterations = iter(range(1 << 62))
         lib_s, plain_s, lib_mem, plain_mem = compare(lambda: library.step(next(iterations)), plain.iteration,
                                                      device, rounds)
-        rows.append({"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
-                     "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20})
+        row = {"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
+               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20}
+        rows.append(row)
+        print(f"{batch:>5} {lib_s:>13.4f} {plain_s:>11.4f} {row['speedup']:>8.2f}x {row['library_mb']:>11.0f} "
+              f"{row['plain_mb']:>9.0f}", flush=True)
     return rows
 
 
-def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
-    print(f"maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units, one A2C iteration "
-          f"(episode, loss, backward, clip, Adam); {_where(device)}")
-    rows = bench_maze(batch_sizes or [30], rounds, device)
-    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9}")
-    for r in rows:
-        print(f"{r['batch']:>5} {r['library_s']:>13.4f} {r['plain_s']:>11.4f} {r['speedup']:>8.2f}x "
-              f"{r['library_mb']:>11.0f} {r['plain_mb']:>9.0f}")
-    return rows
-
-
-# Each suite takes (batch_sizes or None for its own, interleaved timing rounds or 0 for about 4 s, device) and
-# prints its table.
-SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "maze": maze_suite,
-          "ptb": ptb_suite}
+# Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
+SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite}
+# Batch sizes a suite runs when none are given: the issues' settings (maze and PTB: the papers' batches; memory: the
+# 256-unit, batch-16 case; the others: 1 8 32).
+DEFAULT_BATCH_SIZES = {"maze": [30], "ptb": [20], "memory": [16], "trace": [1, 32]}

@@ -135,7 +135,7 @@ def _add_animate(sub) -> None:
     from .tasks import TASKS
 
     drawable = [t for t in TASKS.values() if t.hook("animate") is not None]
-    p = sub.add_parser("animate", help="draw a trained agent's episode (maze: GIF; cue-reward: modulator plot)")
+    p = sub.add_parser("animate", help="a GIF of a trained agent's episodes (maze)")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
     for task in drawable:
         q = tasks.add_parser(task.name, help=task.help)
@@ -150,6 +150,9 @@ def _add_plot(sub) -> None:
     p.add_argument("--metric", help="metric to plot (default: the first one logged)")
     p.add_argument("--stat", default="mean", choices=["mean", "median"])
     p.add_argument("--log-y", action="store_true")
+    p.add_argument("--x", default="iteration", choices=["iteration", "seconds"],
+                   help="horizontal axis (seconds: runs compared at equal wall-clock time)")
+    p.add_argument("--smooth", type=int, default=1, metavar="K", help="moving average over K logged points")
     p.add_argument("--figure", metavar="NAME", help="draw the task's figure NAME of one run (a run directory or a "
                                                     "checkpoint file) instead of curves, e.g. images: completion")
     p.add_argument("--seed", type=int, default=0, help="with --figure: which held-out episodes to draw")
@@ -185,7 +188,7 @@ def _run_plot(args) -> int:
     if metric is None:
         first = read_metrics(args.runs[0])
         metric = next((k for k in (first[0] if first else {}) if k not in ("iteration", "seconds")), "loss")
-    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y)}")
+    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y, args.x, args.smooth)}")
     return 0
 
 
@@ -209,7 +212,7 @@ def _add_bench(sub) -> None:
 
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
     p.add_argument("suite", choices=list(SUITES))
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: the suite's own (pattern 1 8 32, maze 30)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: the suite's own (pattern 1 8 32, maze 30, ptb 20, memory 16)")
     p.add_argument("--rounds", type=int, default=0,
                    help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
@@ -217,10 +220,11 @@ def _add_bench(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    from .bench import SUITES
+    from .bench import DEFAULT_BATCH_SIZES, SUITES
     from .train.loop import resolve_device
 
-    SUITES[args.suite](args.batch_sizes, args.rounds, resolve_device(args.device))
+    batch_sizes = args.batch_sizes or DEFAULT_BATCH_SIZES.get(args.suite, [1, 8, 32])
+    SUITES[args.suite](batch_sizes, args.rounds, resolve_device(args.device))
     return 0
 
 

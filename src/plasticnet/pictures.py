@@ -3,7 +3,6 @@ only, the reward cell) and the cue-reward task's modulator over an episode (back
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,6 @@ from .train.a2c import load_agent, rollout
 
 # Colours of the maze animation, as RGB.
 _FREE, _WALL, _REWARD, _AGENT, _TEXT = (255, 255, 255), (60, 60, 70), (250, 190, 40), (40, 110, 220), (0, 0, 0)
-
-
-def add_picture_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
-                        help="checkpoint.pt of a run, or the run directory")
-    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"output file (default {default_out})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and of the agent's actions")
-    parser.add_argument("--device", default="cpu")
 
 
 def _play(agent, env, seed: int, watch=None):
@@ -71,7 +62,7 @@ def _maze_frame(walls, agent_rc, reward_rc, caption, cell, Image, ImageDraw):
     return image.convert("P", palette=Image.ADAPTIVE, colors=8)
 
 
-def cue_reward_plot(checkpoint: Path, out: Path, seed: int = 0, device: str = "cpu") -> Path:
+def cue_reward_modulator(checkpoint: Path, out: Path, seed: int = 0, device: str = "cpu") -> Path:
     """The neuromodulator ``tanh(h2mod h)`` of the agent in ``checkpoint`` over one episode, with the cues shown
     (the target and the others), the Go signals, the agent's responses and the rewards it received."""
     import matplotlib
@@ -81,8 +72,7 @@ def cue_reward_plot(checkpoint: Path, out: Path, seed: int = 0, device: str = "c
 
     task, cfg, agent = load_agent(checkpoint, device)
     if task != "cue-reward":
-        raise ConfigError(f"{checkpoint} holds a {task} agent; `plasticnet animate cue-reward` needs a cue-reward "
-                          f"checkpoint")
+        raise ConfigError(f"{checkpoint} holds a {task} agent, not a cue-reward one")
     if agent.cell.modulation is None:
         raise ConfigError(f"agent {cfg.agent} has no neuromodulator to plot; use a modplast or modul checkpoint")
     env = cfg.make_env(1, device, seed)

@@ -32,8 +32,9 @@ def _labels(conditions: list[dict]) -> list[str]:
             for c in conditions]
 
 
-def curves(run_dirs: list[Path], metric: str):
-    """Group runs into conditions; return [(label, iterations, values (n_seeds, n_points))]."""
+def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
+    """Group runs into conditions; return [(label, x values, values (n_seeds, n_points))]. ``x`` is
+    ``"iteration"`` or ``"seconds"`` (a condition's first run's clock: wall-clock comparisons)."""
     groups: dict[str, list[Path]] = defaultdict(list)
     conditions: dict[str, dict] = {}
     for d in run_dirs:
@@ -51,16 +52,28 @@ def curves(run_dirs: list[Path], metric: str):
                 raise ConfigError(f"{d} has no logged {metric!r}; train it first or pick another --metric")
             series.append(points)
         n = min(len(s) for s in series)
-        iterations = np.array([p["iteration"] for p in series[0][:n]])
+        iterations = np.array([p[x] for p in series[0][:n]])
         values = np.array([[p[metric] for p in s[:n]] for s in series])
         out.append((label, iterations, values))
     return out
 
 
-def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y: bool = False) -> Path:
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each point and the ``window - 1`` before it (fewer at the start), along the last axis, as the
+    papers' figures smooth their curves."""
+    sums = np.cumsum(values, axis=-1)
+    shifted = np.concatenate([np.zeros_like(sums[..., :window]), sums[..., :-window]], axis=-1)[..., :sums.shape[-1]]
+    counts = np.minimum(np.arange(1, values.shape[-1] + 1), window)
+    return (sums - shifted) / counts
+
+
+def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y: bool = False,
+         x: str = "iteration", smooth: int = 1) -> Path:
     if stat not in ("mean", "median"):
         raise ConfigError(f"unknown --stat {stat!r}; use mean or median")
-    data = curves(run_dirs, metric)
+    if smooth < 1:
+        raise ConfigError(f"--smooth is a number of logged points, at least 1; got {smooth}")
+    data = [(label, it, _moving_average(values, smooth)) for label, it, values in curves(run_dirs, metric, x)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, it, values in data:
         if stat == "mean":
@@ -70,19 +83,20 @@ def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y
         line, = ax.plot(it, centre, label=f"{label} (n={len(values)})")
         if len(values) > 1:
             ax.fill_between(it, low, high, color=line.get_color(), alpha=0.25)
-    if len(data) == 2 and min(len(d[2]) for d in data) > 1:
+    if x == "iteration" and len(data) == 2 and min(len(d[2]) for d in data) > 1:
         n = min(len(data[0][1]), len(data[1][1]))
         p = np.array([ranksums(data[0][2][:, i], data[1][2][:, i]).pvalue for i in range(n)])
         marks = data[0][1][:n][p < 0.05]
         ymin = ax.get_ylim()[0]
         ax.plot(marks, np.full(len(marks), ymin), "k|", label="p < 0.05 (Wilcoxon rank-sum)")
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("seconds of training" if x == "seconds" else "iteration")
     ax.set_ylabel(metric)
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{metric}: {stat} across seeds" + (", band min-max" if stat == "mean" else ", band 25-75%"))
+    ax.set_title(f"{metric}: {stat} across seeds" + (", band min-max" if stat == "mean" else ", band 25-75%")
+                 + (f", moving average of {smooth} points" if smooth > 1 else ""))
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,9 @@ class Workspace:
 
 
 _hardtanh_backward = torch.ops.aten.hardtanh_backward.grad_input
+# From this many units on, the CPU backward pass sums alpha's gradient example by example: a few more operations,
+# but no (B, N, N) product to write and read back (at 1001 units that product is 4 MB per example).
+_PER_EXAMPLE_ALPHA_GRAD_UNITS = 256
 
 
 def _decay_and_q(kind: str, rate: torch.Tensor, post: torch.Tensor):
@@ -105,9 +108,10 @@ def _add_plastic_drive(drive, pre, trace, alpha, scratch):
         drive.addcmul_(torch.bmm(pre.unsqueeze(1), trace).squeeze(1), alpha)
 
 
-def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out):
+def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out, scalar_decay=None):
     """Write the traces after one step into ``out`` (n_traces, B, N, N) from ``traces`` before it, without
-    allocating a trace-sized temporary."""
+    allocating a trace-sized temporary. ``scalar_decay``, a Python number, is the decay of the hebb rule with a
+    learned scalar eta: it rides in baddbmm's ``beta``, so that the trace is read and written once."""
     if spec.modulation == "retroactive":
         plastic, eligibility = traces[0], traces[1]
         torch.addcmul(plastic, rate.unsqueeze(1), eligibility, out=out[0]).clamp_(-spec.clip, spec.clip)
@@ -116,10 +120,18 @@ def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out):
     decay, q = _decay_and_q(spec.kind, rate, post)
     if decay is None:  # one pass: addcmul broadcasts the outer product, where baddbmm(out=) first copies
         torch.addcmul(traces[0], pre.unsqueeze(2), q.unsqueeze(1), out=out[0])
+    elif scalar_decay is not None:
+        torch.baddbmm(traces[0], pre.unsqueeze(2), q.unsqueeze(1), beta=scalar_decay, out=out[0])
     else:
         torch.mul(traces[0], decay, out=out[0]).baddbmm_(pre.unsqueeze(2), q.unsqueeze(1))
     if spec.kind == "clip":
         out[0].clamp_(-spec.clip, spec.clip)
+
+
+def _scalar_decay(spec: _Plasticity, eta) -> Optional[float]:
+    """The hebb rule's decay ``1 - eta`` as a Python number, read once per call so that no step waits for the
+    device; None where the decay is not one learned scalar."""
+    return 1.0 - float(eta) if spec.kind == "hebb" and spec.modulation is None else None
 
 
 @dataclass
@@ -163,6 +175,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
         rates = ws.get("rates", (T, B, N), h0) if spec.fanout else mods
         rate_steps = rates.unbind(0) if spec.modulation else [eta] * T
         mod_wt = mod_w.t() if spec.modulation else None
+        scalar_decay = _scalar_decay(spec, eta)
         fan_wt = fan_w.t() if spec.fanout else None
         # chunk_starts[c] holds the traces before step c*k; within the chunk being run, `work` holds every trace.
         trace_shape = (spec.n_traces, B, N, N)
@@ -189,7 +202,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     m = torch.addmm(mod_b, post, mod_wt, out=mods[t]).tanh_()
                     if spec.fanout:
                         torch.addmm(fan_b, m, fan_wt, out=rate)
-                _update_traces(spec, eta, pre, post, rate, before, after)
+                _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
                 if closed:
                     x_next = run.feedback(t, post)
                     if t + 1 < T:
@@ -236,6 +249,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
         w_t = w.t()
         scratch = h.new_empty(B, N, N)
         work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
+        scalar_decay = None if ctx.keep_all else _scalar_decay(spec, eta)
         g_h = g_outs[T - 1].clone()
         for c in reversed(range(math.ceil(T / k))):
             start, stop = c * k, min(T, (c + 1) * k)
@@ -248,7 +262,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
             if not ctx.keep_all:
                 for t in range(start, stop):
                     _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
-                                   slot_traces[t - start + 1])
+                                   slot_traces[t - start + 1], scalar_decay)
             for t in reversed(range(start, stop)):
                 pre, post, rate = hs[t], hs[t + 1], rate_steps[t]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
@@ -292,7 +306,11 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     g_pre.unsqueeze(1).baddbmm_(g_a.unsqueeze(1), scratch.transpose(1, 2))
                     torch.mul(pre.unsqueeze(2), g_a.unsqueeze(1), out=scratch)
                     G_plastic.addcmul_(alpha, scratch)
-                    d_alpha += torch.mul(plastic, scratch, out=scratch).sum(0)
+                    if N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu":
+                        for b in range(B):  # per example: no (B, N, N) product to write and sum over the batch
+                            d_alpha.addcmul_(plastic[b], scratch[b])
+                    else:
+                        d_alpha += torch.mul(plastic, scratch, out=scratch).sum(0)
                 else:
                     scaled = g_a * alpha
                     g_pre.unsqueeze(1).baddbmm_(scaled.unsqueeze(1), plastic.transpose(1, 2))

@@ -23,15 +23,13 @@ class CueRewardTrainConfig(A2CConfig):
         return CueRewardEnv(batch_size, self.env, device=device, seed=seed)
 
 
-def add_animate_arguments(parser) -> None:
-    from ..pictures import add_picture_arguments
 
-    add_picture_arguments(parser, "cue-reward.png")
+def draw_modulator(checkpoint, out, seed: int = 0):
+    """``plasticnet plot RUN --figure modulator``: the modulator of the agent in a checkpoint over one episode,
+    with cues, Go signals, responses and rewards marked."""
+    from ..pictures import cue_reward_modulator
+
+    return cue_reward_modulator(checkpoint, out, seed)
 
 
-def animate(args) -> int:
-    """``plasticnet animate cue-reward``: the modulator of the agent in a checkpoint over one episode (PNG)."""
-    from ..pictures import cue_reward_plot
-
-    print(f"wrote {cue_reward_plot(args.checkpoint, args.out, args.seed, args.device)}")
-    return 0
+FIGURES = {"modulator": draw_modulator}

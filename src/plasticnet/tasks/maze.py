@@ -24,10 +24,14 @@ class MazeTrainConfig(A2CConfig):
 
 
 def add_animate_arguments(parser) -> None:
-    from ..pictures import add_picture_arguments
+    from pathlib import Path
 
-    add_picture_arguments(parser, "maze.gif")
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                        help="a run directory, its checkpoint.pt, or an exported model")
+    parser.add_argument("--out", type=Path, default=Path("maze.gif"), help="GIF to write (default maze.gif)")
     parser.add_argument("--episodes", type=int, default=1, help="successive episodes to show (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and of the agent's actions")
+    parser.add_argument("--device", default="cpu")
 
 
 def animate(args) -> int:

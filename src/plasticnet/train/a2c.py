@@ -204,6 +204,12 @@ class A2CExperiment:
             self.optimizer.step()
         return {"reward": episode.rewards.sum(0).mean(), "loss": loss.total.detach(), "grad_norm": grad_norm}
 
+    def describe(self) -> dict:
+        """Facts for ``plasticnet train --dry-run``."""
+        return {"agent": f"{self.cfg.agent}, {self.cfg.hidden_size} units, "
+                         f"{'fused' if self.model.fused else 'stepped'} episodes",
+                "episode": f"{self.env.episode_length} steps on {self.env.batch_size} environments ({self.cfg.env})"}
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "env_generator": self.env.generator.get_state()}
@@ -216,15 +222,14 @@ class A2CExperiment:
 
 
 def load_agent(path: Path, device="cpu") -> tuple[str, A2CConfig, RecurrentAgent]:
-    """The task name, configuration and trained agent of a run's checkpoint (the file or its run directory)."""
+    """The task name, configuration and trained agent of a run directory, its checkpoint, or an exported model."""
     from ..tasks import get_task
 
-    path = Path(path)
-    state = ckpt.load(path / ckpt.CHECKPOINT if path.is_dir() else path, device)
-    task = get_task(state["task"])
+    saved = ckpt.read_model(path, device)
+    task = get_task(saved["task"])
     if not issubclass(task.config_cls, A2CConfig):
-        raise CheckpointError(f"{path} holds a {state['task']} run, not a meta-RL agent (maze or cue-reward)")
-    cfg = from_dict(task.config_cls, state["config"])
+        raise CheckpointError(f"{path} holds a {saved['task']} run, not a meta-RL agent (maze or cue-reward)")
+    cfg = from_dict(task.config_cls, saved["config"])
     agent = make_agent(cfg, cfg.make_env(1, device, seed=0)).to(device)
-    agent.load_state_dict(state["experiment"]["model"])
-    return state["task"], cfg, agent
+    agent.load_state_dict(saved["model"])
+    return saved["task"], cfg, agent
