@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, require_positive
 from ..data import OmniglotCharacters, load_omniglot
 from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError, DataError
@@ -79,10 +79,8 @@ class OmniglotConfig(RunConfig):
             raise ConfigError("--test-alphabets and --train-alphabets go with --split alphabets")
         if self.ways < 2:
             raise ConfigError(f"ways must be at least 2, got {self.ways}")
-        for name in ("shots", "presentation_time", "test_time", "channels", "batch_size", "iterations",
-                     "eval_episodes", "log_every", "lr_step_episodes", "test_classes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_positive(self, "shots", "presentation_time", "test_time", "channels", "batch_size", "iterations",
+                         "eval_episodes", "log_every", "lr_step_episodes", "test_classes")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:
