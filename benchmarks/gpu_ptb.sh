@@ -9,10 +9,10 @@
 #   OUT_DIR        where results go (default: $OUT if set, else runs/gpu-ptb)
 #   TRAIN_SECONDS  wall-clock budget of the four parallel training runs (default 300)
 # Installs nothing (runs from src/ through PYTHONPATH; no network): torch, numpy, tqdm and tensorboard must be there.
-# For a smoke test elsewhere: DEVICE=cpu EPISODES=2 TRAIN_FLAGS="--iterations 10 --log-every 5" bash benchmarks/...
+# For a smoke test elsewhere: DEVICE=cpu ROUNDS=2 TRAIN_FLAGS="--iterations 10 --log-every 5" bash benchmarks/...
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}
-EPISODES=${EPISODES:-20}
+ROUNDS=${ROUNDS:-5}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
 
 DATA=${1:?usage: bash benchmarks/gpu_ptb.sh PTB_DIR [OUT_DIR] [TRAIN_SECONDS]}
@@ -28,11 +28,11 @@ $PY -c "import torch, numpy, tqdm, torch.utils.tensorboard; assert '$DEVICE' == 
 $PY -m plasticnet data check ptb "$DATA" | tee "$DEST/data_check.txt"
 
 echo "== speed: tokens per second, library against the plain per-step formulation ($DEVICE)"
-$PY -m plasticnet bench ptb --device $DEVICE --batch-sizes 20 6 --episodes $EPISODES | tee "$DEST/bench_$DEVICE.txt"
+$PY -m plasticnet bench ptb --device $DEVICE --batch-sizes 20 6 --rounds $ROUNDS | tee "$DEST/bench_$DEVICE.txt"
 
-echo "== parameter counts (train ptb --dry-run --json)"
+echo "== parameter counts (train ptb --dry-run --json; SKIP_COUNTS=1 skips them, they need no GPU)"
 : >"$DEST/parameters.jsonl"
-for preset in small large; do
+for preset in $([ "${SKIP_COUNTS:-0}" = 1 ] || echo small large); do
   for model in lstm plastic modplast modul; do
     $PY -m plasticnet train ptb --preset $preset --model $model --data "$DATA" --dry-run --json >>"$DEST/parameters.jsonl"
   done

@@ -88,7 +88,7 @@ def test_network_matches_a_naive_clamped_hebbian_loop():
     """Clamped neurons output their value, free ones tanh of the recurrent drive (no input inside the tanh), and
     the trace pairs the previous activity with the new, clamped one (reference section 3.3)."""
     torch.manual_seed(0)
-    cfg = tiny()
+    cfg = tiny(n_cycles=1)
     net = CompletionNetwork(cfg).double()
     with torch.no_grad():
         net.cell.alpha.normal_(0, 0.05)

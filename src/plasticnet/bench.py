@@ -332,5 +332,6 @@ def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
 
 # Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
 SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite}
-# Batch sizes a suite runs when none are given (the others: 1 8 32); the maze's is the papers' batch.
-DEFAULT_BATCH_SIZES = {"maze": [30]}
+# Batch sizes a suite runs when none are given: the issues' settings (maze and PTB: the papers' batches; memory: the
+# 256-unit, batch-16 case; the others: 1 8 32).
+DEFAULT_BATCH_SIZES = {"maze": [30], "ptb": [20], "memory": [16], "trace": [1, 32]}

@@ -212,7 +212,7 @@ def _add_bench(sub) -> None:
 
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
     p.add_argument("suite", choices=list(SUITES))
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 8 32 (maze: 30, the papers' batch)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: the suite's own (pattern 1 8 32, maze 30, ptb 20, memory 16)")
     p.add_argument("--rounds", type=int, default=0,
                    help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
@@ -233,6 +233,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--budget", type=float, default=300.0, help="seconds of training at most (default 300)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: at batch 1 a second thread gains little, and on a busy machine "
+                        "two threads waiting on each other ran 15 times slower)")
     p.set_defaults(func=_run_demo)
 
 
@@ -244,6 +247,9 @@ def _run_demo(args) -> int:
     from .tasks.pattern import PatternConfig
     from .train import read_metrics, train
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.out.exists():
         shutil.rmtree(args.out)
     cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {"seed": args.seed, "log_every": 10})

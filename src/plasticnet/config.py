@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["RunConfig", "load_presets", "resolve", "to_dict", "from_dict"]
+__all__ = ["RunConfig", "load_presets", "require_positive", "resolve", "to_dict", "from_dict"]
 
 
 @dataclass
@@ -30,6 +30,13 @@ class RunConfig:
     device: str = "cpu"
     log_every: int = 10
     save_every: int = 500
+
+
+def require_positive(config, *names: str) -> None:
+    """Refuse, in one line, the first of ``names`` whose value is below 1 (counts, lengths, sizes)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
 
 
 def load_presets(task: str) -> dict[str, dict[str, Any]]:

@@ -87,6 +87,21 @@ def _make_alpha(mode: str, n_pre: int, n_post: int, init: str, scale: float) -> 
     return alpha
 
 
+def make_plasticity(rule, clip: float, modulation: Optional[str], fanout: bool) -> Optional[Rule]:
+    """The rule object of a plastic cell, after refusing combinations of rule, modulation and fan-out that make
+    no sense (shared by the RNN and LSTM cells)."""
+    _check_choice("modulation", modulation, MODULATIONS)
+    rule = make_rule(rule, clip)
+    if rule is None and modulation is not None:
+        raise ConfigError("modulation needs plasticity: give a rule (e.g. rule='clip') or drop modulation")
+    if fanout and modulation is None:
+        raise ConfigError("fanout=True fans out a neuromodulator: set modulation='simple' or 'retroactive'")
+    if modulation == "retroactive" and not rule.accumulates:
+        raise ConfigError(f"retroactive modulation needs a bounded additive rule ('clip' or 'softclip'), "
+                          f"not {rule.name!r}")
+    return rule
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")
@@ -113,17 +128,9 @@ class PlasticRNNCell(nn.Module):
                  modulation: Optional[str] = None, fanout: bool = False, clip: float = 2.0,
                  activation: str = "tanh", init: str = "normal", init_scale: float = 0.01):
         super().__init__()
-        _check_choice("modulation", modulation, MODULATIONS)
         _check_choice("activation", activation, tuple(ACTIVATIONS))
         _check_choice("init", init, INITS)
-        self.rule: Optional[Rule] = make_rule(rule, clip)
-        if self.rule is None and modulation is not None:
-            raise ConfigError("modulation needs plasticity: give a rule (e.g. rule='clip') or drop modulation")
-        if fanout and modulation is None:
-            raise ConfigError("fanout=True fans out a neuromodulator: set modulation='simple' or 'retroactive'")
-        if modulation == "retroactive" and not self.rule.accumulates:
-            raise ConfigError(f"retroactive modulation needs a bounded additive rule ('clip' or 'softclip'), "
-                              f"not {self.rule.name!r}")
+        self.rule: Optional[Rule] = make_plasticity(rule, clip, modulation, fanout)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.modulation, self.fanout, self.activation = modulation, fanout, activation
         self.alpha_mode = alpha if self.rule is not None else None

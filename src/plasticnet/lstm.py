@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .layers import MODULATIONS, _check_choice, _make_alpha, neuromodulator, plastic_drive, trace_step
-from .rules import Rule, make_rule
+from .layers import _check_choice, _make_alpha, make_plasticity, neuromodulator, plastic_drive, trace_step
+from .rules import Rule
 
 __all__ = ["LSTMState", "PlasticLSTMCell", "PlasticLSTM", "locked_dropout", "detach_state"]
 
@@ -85,16 +85,8 @@ class PlasticLSTMCell(nn.Module):
                  alpha: str = "per_neuron", modulation: Optional[str] = None, modulator_input: str = "hidden",
                  fanout: bool = False, clip: float = 2.0):
         super().__init__()
-        _check_choice("modulation", modulation, MODULATIONS)
         _check_choice("modulator_input", modulator_input, MODULATOR_INPUTS)
-        self.rule: Optional[Rule] = make_rule(rule, clip)
-        if self.rule is None and modulation is not None:
-            raise ConfigError("modulation needs plasticity: give a rule (e.g. rule='clip') or drop modulation")
-        if fanout and modulation is None:
-            raise ConfigError("fanout=True fans out a neuromodulator: set modulation='simple' or 'retroactive'")
-        if modulation == "retroactive" and not self.rule.accumulates:
-            raise ConfigError(f"retroactive modulation needs a bounded additive rule ('clip' or 'softclip'), "
-                              f"not {self.rule.name!r}")
+        self.rule: Optional[Rule] = make_plasticity(rule, clip, modulation, fanout)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.modulation, self.modulator_input, self.fanout = modulation, modulator_input, fanout
         self.alpha_mode = alpha if self.rule is not None else None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, require_positive
 from ..data import load_cifar10
 from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError
@@ -53,10 +53,8 @@ class ImagesConfig(RunConfig):
     def validate(self) -> None:
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name in ("n_images", "n_cycles", "presentation_time", "test_time", "batch_size", "iterations",
-                     "eval_episodes", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_positive(self, "n_images", "n_cycles", "presentation_time", "test_time", "batch_size", "iterations",
+                         "eval_episodes", "log_every")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:

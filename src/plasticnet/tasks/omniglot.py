@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, require_positive
 from ..data import OmniglotCharacters, load_omniglot
 from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError, DataError
@@ -79,10 +79,8 @@ class OmniglotConfig(RunConfig):
             raise ConfigError("--test-alphabets and --train-alphabets go with --split alphabets")
         if self.ways < 2:
             raise ConfigError(f"ways must be at least 2, got {self.ways}")
-        for name in ("shots", "presentation_time", "test_time", "channels", "batch_size", "iterations",
-                     "eval_episodes", "log_every", "lr_step_episodes", "test_classes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_positive(self, "shots", "presentation_time", "test_time", "channels", "batch_size", "iterations",
+                         "eval_episodes", "log_every", "lr_step_episodes", "test_classes")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:
@@ -262,13 +260,13 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_episodes(model: OneShotNetwork, cfg: OmniglotConfig, pool: torch.Tensor, episodes: int,
                       generator: torch.Generator, shots: int | None = None, chunk: int = 250) -> dict[str, float]:
-    correct = loss = 0.0
-    done = 0
+    correct = done = 0
+    loss = 0.0
     while done < episodes:
         n = min(chunk, episodes - done)
         batch = make_episodes(cfg, pool, n, generator, shots)
         output = model(batch)
-        correct += float(accuracy(output, batch.target)) * n
+        correct += int((output.argmax(-1) == batch.target).sum())
         loss += float(episode_loss(output, batch.target)) * n
         done += n
     return {"accuracy": correct / episodes, "loss": loss / episodes}
@@ -393,5 +391,5 @@ def evaluate(args) -> int:
     else:
         print(f"omniglot {ways}-way {shots}-shot: accuracy {100 * report['accuracy']:.1f}% "
               f"+- {100 * report['ci95']:.1f}% (95% CI) over {args.episodes} episodes on {len(unseen)} characters "
-              f"never seen in training ({len(alphabets)} alphabets)")
+              f"never seen in training ({len(alphabets)} alphabet{'s' * (len(alphabets) != 1)})")
     return 0

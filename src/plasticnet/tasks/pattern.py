@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import RunConfig, require_positive
 from ..errors import ConfigError
 from ..layers import PlasticRNN
 
@@ -43,9 +43,7 @@ class PatternConfig(RunConfig):
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.pattern_size < 2 or self.pattern_size % 2:
             raise ConfigError(f"pattern_size must be even and at least 2 (balanced patterns), got {self.pattern_size}")
-        for name in ("n_patterns", "n_cycles", "presentation_time", "batch_size", "iterations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_positive(self, "n_patterns", "n_cycles", "presentation_time", "batch_size", "iterations")
         if self.gap < 0 or self.extra_neurons < 0 or not 0 <= self.degrade <= 1:
             raise ConfigError("gap and extra_neurons must be >= 0 and degrade within [0, 1]")
 
