@@ -117,30 +117,19 @@ def _run_train(args) -> int:
     return 0
 
 
-def _add_eval(sub) -> None:
+def _add_task_command(sub, command: str, help: str, hook: str, arguments_hook: str) -> None:
+    """A command with one sub-command per task whose module defines ``hook`` (run) and ``arguments_hook``."""
     from .tasks import TASKS
 
-    evaluable = [t for t in TASKS.values() if t.hook("evaluate") is not None]
-    if not evaluable:
+    tasks_with_hook = [t for t in TASKS.values() if t.hook(hook) is not None]
+    if not tasks_with_hook:
         return
-    p = sub.add_parser("eval", help="evaluate a trained checkpoint")
+    p = sub.add_parser(command, help=help)
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
-    for task in evaluable:
+    for task in tasks_with_hook:
         q = tasks.add_parser(task.name, help=task.help)
-        task.hook("add_eval_arguments")(q)
-        q.set_defaults(func=task.hook("evaluate"))
-
-
-def _add_animate(sub) -> None:
-    from .tasks import TASKS
-
-    drawable = [t for t in TASKS.values() if t.hook("animate") is not None]
-    p = sub.add_parser("animate", help="a GIF of a trained agent's episodes (maze)")
-    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=_Parser)
-    for task in drawable:
-        q = tasks.add_parser(task.name, help=task.help)
-        task.hook("add_animate_arguments")(q)
-        q.set_defaults(func=task.hook("animate"))
+        task.hook(arguments_hook)(q)
+        q.set_defaults(func=task.hook(hook))
 
 
 def _add_plot(sub) -> None:
@@ -273,8 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"plasticnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
-    _add_eval(sub)
-    _add_animate(sub)
+    _add_task_command(sub, "eval", "evaluate a trained checkpoint", "evaluate", "add_eval_arguments")
+    _add_task_command(sub, "animate", "a GIF of a trained agent's episodes (maze)", "animate",
+                      "add_animate_arguments")
     _add_plot(sub)
     _add_export(sub)
     _add_bench(sub)
