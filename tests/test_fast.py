@@ -1,5 +1,6 @@
 """The fused recurrence gives the cell's results: outputs, final trace and every gradient, with and without
-chunked recomputation, for each fusable rule and alpha mode."""
+chunked recomputation, for each fusable rule and alpha mode. Every test runs twice on CPU: with the Numba trace
+kernels (the CPU default) and with the PyTorch operations (what a GPU runs)."""
 
 import itertools
 
@@ -7,8 +8,19 @@ import pytest
 import torch
 
 from plasticnet import PlasticRNN, PlasticRNNCell
-from plasticnet.fast import Workspace, fusable, fused_cell_run, fused_closed_loop, fused_plastic_rnn, recurrence
+from plasticnet.fast import (Workspace, cpu_kernels, fusable, fused_cell_run, fused_closed_loop, fused_plastic_rnn,
+                             recurrence)
 from plasticnet.rules import make_rule
+
+
+@pytest.fixture(autouse=True, params=["cpu-kernels", "torch-ops"])
+def trace_ops(request):
+    """Which implementation does the trace work; Numba is a dependency, so the kernels must be there."""
+    kernels = request.param == "cpu-kernels"
+    if kernels:
+        assert cpu_kernels.numba is not None, "numba is missing: pip install numba (a plasticnet dependency)"
+    with cpu_kernels.use_cpu_kernels(kernels):
+        yield kernels
 
 CASES = list(itertools.product(["hebb", "oja", "clip"], ["full", "per_neuron", "scalar"], [None, 2, 3]))
 
@@ -204,3 +216,21 @@ def test_closed_loop_refuses_a_backward_after_its_buffers_were_reused():
     fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         first.sum().backward()
+
+
+@pytest.mark.parametrize("rule", ["hebb", "clip"])
+def test_cpu_kernels_do_the_trace_work_when_switched_on(rule, trace_ops, monkeypatch):
+    calls = []
+
+    def spy(name):
+        kernel = getattr(cpu_kernels, name)
+        return lambda *args: calls.append(name) or kernel(*args)
+
+    for name in ("trace_step", "trace_step_backward"):
+        monkeypatch.setattr(cpu_kernels, name, spy(name))
+    cell = _cell(rule, "full")
+    out, trace = fused_plastic_rnn(torch.randn(5, 2, 4, dtype=torch.float64), torch.zeros(2, 4).double(),
+                                   torch.zeros(2, 4, 4).double(), cell.w, cell.alpha, cell.eta, cell.rule, 2)
+    _loss(out, trace).backward()
+    expected = {"trace_step": 5 + 5, "trace_step_backward": 5} if trace_ops else {}  # forward, then recomputed
+    assert {name: calls.count(name) for name in set(calls)} == expected

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
+from .fast import cpu_kernels
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -113,7 +114,10 @@ def _training_step(model, inputs, loss_fn):
 
 
 def _where(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    kernels = "Numba trace kernels" if cpu_kernels.available() else "PyTorch trace operations"
+    return f"cpu, {torch.get_num_threads()} threads, {kernels}"
 
 
 def _copy_plastic_weights(plain, cell) -> None:

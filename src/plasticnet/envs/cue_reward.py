@@ -62,6 +62,9 @@ class CueRewardConfig:
 CUE_REWARD_PRESETS = {
     "paper": CueRewardConfig(cue_size=20, num_cues=4, episode_length=120, reward=1.0, response_penalty=0.0,
                              flip_prob=0.0),
+    # sr/request_easy.json: two cues of two bits, one shown per trial, 75 steps.
+    "easy": CueRewardConfig(cue_size=2, num_cues=2, episode_length=75, reward=1.0, response_penalty=0.0,
+                            flip_prob=0.0),
 }
 
 

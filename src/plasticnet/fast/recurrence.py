@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from ..rules import ClippedHebb, DecayingHebb, Oja, Rule, SoftBoundHebb
+from . import cpu_kernels
 
 FUSABLE_RULES = (DecayingHebb, Oja, ClippedHebb)
 
@@ -122,6 +123,30 @@ def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out, scalar_
         out[0].clamp_(-spec.clip, spec.clip)
 
 
+def _use_kernels(spec: _Plasticity, like: torch.Tensor) -> bool:
+    """Whether the trace work goes to :mod:`plasticnet.fast.cpu_kernels` (CPU, float, not retroactive)."""
+    return (spec.modulation != "retroactive" and like.device.type == "cpu"
+            and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available())
+
+
+def _kernel_clip(spec: _Plasticity) -> float:
+    return spec.clip if spec.kind == "clip" else math.inf
+
+
+def _full_alpha(alpha: torch.Tensor, n: int) -> torch.Tensor:
+    """Any alpha as the (N, N) matrix it stands for (a per-neuron alpha scales post-synaptic columns)."""
+    return (alpha if alpha.dim() == 2 else alpha.expand(n, n)).detach().contiguous()
+
+
+def _decay_rows(kind: str, rate, post, q, out) -> Optional[torch.Tensor]:
+    """The rule's decay for one step as (B, N) over post-synaptic units, written into ``out``; None for clip."""
+    if kind == "clip":
+        return None
+    if kind == "hebb":
+        return out.copy_(torch.rsub(rate, 1).expand_as(out))
+    return torch.mul(q, post, out=out).neg_().add_(1)
+
+
 def _scalar_decay(spec: _Plasticity, eta) -> Optional[float]:
     """The hebb rule's decay ``1 - eta`` as a Python number, read once per call so that no step waits for the
     device; None where the decay is not one learned scalar."""
@@ -177,11 +202,19 @@ class _FusedPlasticRNN(torch.autograd.Function):
         chunk_starts[0] = traces0
         work = ws.get("work", (T + 1 if keep_all else k + 1, *trace_shape), h0)
         scratch = ws.get("scratch", (B, N, N), h0)
+        kernels = _use_kernels(spec, h0)
+        if kernels:  # numpy views made once; the kernel writes the next step's plastic drive into `drive_next`
+            h_np, alpha_np, clip = h.numpy(), _full_alpha(alpha, N).numpy(), _kernel_clip(spec)
+            q_buf, decay_buf = ws.get("q", (B, N), h0), ws.get("decay", (B, N), h0)
+            drive_next = ws.get("drive_next", (B, N), h0)
+            q_np, decay_np, drive_next_np = q_buf.numpy(), decay_buf.numpy(), drive_next.numpy()
+            no_rows = cpu_kernels.empty_like_rows(h_np)
         for c in range(n_chunks):
             start, stop = c * k, min(T, (c + 1) * k)
             slots = work[start: stop + 1] if keep_all else work[: stop - start + 1]
             slots[0] = chunk_starts[c]
             slot_traces = [slot.unbind(0) for slot in slots.unbind(0)]
+            slots_np = slots.numpy() if kernels else None
             for t in range(start, stop):
                 pre, post = hs[t], hs[t + 1]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
@@ -189,14 +222,25 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     drive = torch.addmm(in_b, xs[t], in_wt).addmm_(pre, w)
                 else:
                     drive = torch.addmm(us[t], pre, w)
-                _add_plastic_drive(drive, pre, before[0], alpha, scratch)
+                if kernels and t > 0:
+                    drive.add_(drive_next)
+                else:
+                    _add_plastic_drive(drive, pre, before[0], alpha, scratch)
                 torch.tanh(drive, out=post)
                 rate = rate_steps[t]
                 if spec.modulation:
                     m = torch.addmm(mod_b, post, mod_wt, out=mods[t]).tanh_()
                     if spec.fanout:
                         torch.addmm(fan_b, m, fan_wt, out=rate)
-                _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
+                if kernels:
+                    q = torch.mul(rate, post, out=q_buf)
+                    decay = _decay_rows(spec.kind, rate, post, q, decay_buf)
+                    drive_next.zero_()
+                    cpu_kernels.trace_step(slots_np[t - start, 0], slots_np[t - start + 1, 0], h_np[t], q_np,
+                                           no_rows if decay is None else decay_np, clip, alpha_np,
+                                           h_np[t + 1] if t + 1 < T else no_rows, drive_next_np)
+                else:
+                    _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
                 if closed:
                     x_next = run.feedback(t, post)
                     if t + 1 < T:
@@ -248,9 +292,29 @@ class _FusedPlasticRNN(torch.autograd.Function):
         G_plastic_t, scratch_t = G_plastic.transpose(1, 2), scratch.transpose(1, 2)
         G_elig_t = G_elig.transpose(1, 2) if retro else None
         per_example_alpha_grad = full_alpha and N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu"
-        d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not per_example_alpha_grad else None
+        kernels = _use_kernels(spec, h)
+        d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not (per_example_alpha_grad or kernels) else None
         work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
         scalar_decay = None if ctx.keep_all else _scalar_decay(spec, eta)
+        if kernels:
+            # The kernel of step t also leaves what step t - 1 reads from the new adjoint: d_q = pre @ G, g_q = G @ q
+            # and (rules with a decay) d_decay = sum_i G * trace, the last one only when that trace is in memory.
+            clip, has_decay = _kernel_clip(spec), spec.kind != "clip"
+            h_np, alpha_np, G_np, g_a_np = h.numpy(), _full_alpha(alpha, N).numpy(), G_plastic.numpy(), g_a_all.numpy()
+            q_np = q_steps.expand(T, B, N).contiguous().numpy()
+            if spec.kind == "hebb":
+                decay_np = torch.rsub(rates if spec.fanout else mods if modulated else eta, 1).expand(T, B, N)
+                decay_np = decay_np.contiguous().numpy()
+            elif spec.kind == "oja":
+                decay_np = torch.rsub(q_steps * h[1:], 1).numpy()
+            else:
+                ones_np = h.new_ones(B, N).numpy()
+            d_alpha_full = h.new_zeros(N, N)
+            d_q, d_decay, g_q = h.new_zeros(B, N), h.new_zeros(B, N), None
+            d_alpha_np, d_q_np, d_decay_np = d_alpha_full.numpy(), d_q.numpy(), d_decay.numpy()
+            zero_rows_np, no_mask = h.new_zeros(B, N).numpy(), torch.finfo(h.dtype).max
+            no_rows, no_traces = cpu_kernels.empty_like_rows(h_np), cpu_kernels.empty_like_traces(G_np)
+            decay_pending = has_decay
         g_h = g_outs[T - 1].clone()
         for c in reversed(range(math.ceil(T / k))):
             start, stop = c * k, min(T, (c + 1) * k)
@@ -260,18 +324,39 @@ class _FusedPlasticRNN(torch.autograd.Function):
                 traces = work[: stop - start + 1]
                 traces[0] = chunk_starts[c]
             slot_traces = [slot.unbind(0) for slot in traces.unbind(0)]
+            traces_np = traces.numpy() if kernels else None
             if not ctx.keep_all:
                 for t in range(start, stop):
-                    _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
-                                   slot_traces[t - start + 1], scalar_decay)
+                    if kernels:
+                        cpu_kernels.trace_step(traces_np[t - start, 0], traces_np[t - start + 1, 0], h_np[t], q_np[t],
+                                               decay_np[t] if has_decay else no_rows, clip, alpha_np, no_rows,
+                                               no_rows)
+                    else:
+                        _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
+                                       slot_traces[t - start + 1], scalar_decay)
             for t in reversed(range(start, stop)):
                 pre, post, rate = hs[t], hs[t + 1], rate_steps[t]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
                 # Through the trace updates, from the adjoints of the traces after the step to those before it;
                 # g_h, the adjoint of the new activity, gathers every path in place.
-                if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
+                if kernels:
+                    if t == T - 1:  # the adjoint of the final traces, set up as the kernel leaves it
+                        if spec.kind == "clip":
+                            _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
+                        d_q.copy_(torch.bmm(rows[t], G_plastic).squeeze(1))
+                        g_q = torch.bmm(q_rows[t], G_plastic_t).squeeze(1)
+                    if decay_pending:
+                        torch.sum(torch.mul(G_plastic, before[0], out=scratch), 1, out=d_decay)
+                    g_pre = g_q
+                    g_h.addcmul_(rate, d_q)
+                    d_rate = torch.mul(d_q, post, out=d_rates[t])
+                    if spec.kind == "hebb":
+                        d_rate -= d_decay
+                    elif spec.kind == "oja":
+                        g_h.addcmul_(q_rows[t].squeeze(1), d_decay, value=-2)
+                        d_rate -= post * post * d_decay
+                elif retro:
                     _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
-                if retro:
                     # eligibility_after = (1 - eta) eligibility_before + eta outer(pre, post)
                     d_q = torch.bmm(rows[t], G_elig).squeeze(1)
                     g_pre = torch.bmm(rows[t + 1], G_elig_t).squeeze(1).mul_(eta)
@@ -282,6 +367,8 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     d_rate = torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rates[t])
                     G_elig.addcmul_(rate.unsqueeze(1), G_plastic)
                 else:
+                    if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
+                        _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
                     d_q = torch.bmm(rows[t], G_plastic).squeeze(1)
                     g_pre = torch.bmm(q_rows[t], G_plastic_t).squeeze(1)
                     g_h.addcmul_(rate, d_q)
@@ -302,7 +389,17 @@ class _FusedPlasticRNN(torch.autograd.Function):
                 g_a = torch.mul(g_h, tanh_slopes[t], out=g_as[t])
                 g_pre.addmm_(g_a, w_t)
                 plastic = before[0]
-                if full_alpha:
+                if kernels:
+                    g_q = h.new_empty(B, N)
+                    prev_decay = has_decay and t > start  # else the trace before step t - 1 is not in memory yet
+                    cpu_kernels.trace_step_backward(
+                        G_np, traces_np[t - start, 0], alpha_np, h_np[t], g_a_np[t],
+                        decay_np[t] if has_decay else ones_np, g_pre.numpy(), d_alpha_np,
+                        clip if spec.kind == "clip" and t > 0 else no_mask, h_np[t - 1] if t > 0 else zero_rows_np,
+                        q_np[t - 1] if t > 0 else zero_rows_np,
+                        traces_np[t - 1 - start, 0] if prev_decay else no_traces, d_q_np, g_q.numpy(), d_decay_np)
+                    decay_pending = has_decay and not prev_decay
+                elif full_alpha:
                     torch.mul(alpha, plastic, out=scratch)
                     g_pre.unsqueeze(1).baddbmm_(g_a.unsqueeze(1), scratch_t)
                     torch.mul(columns[t], g_a.unsqueeze(1), out=scratch)
@@ -319,7 +416,9 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     pre_trace = torch.bmm(rows[t], plastic).squeeze(1)
                     d_alpha += (g_a * pre_trace).sum(0) if alpha.dim() == 1 else (g_a * pre_trace).sum()
                 g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
-        if full_alpha and not per_example_alpha_grad:
+        if kernels:
+            d_alpha = d_alpha_full if full_alpha else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
+        elif full_alpha and not per_example_alpha_grad:
             d_alpha = d_alpha_by_example.sum(0)
         flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
         if not modulated:
