@@ -2,8 +2,8 @@
 (backpropamine.md §1, §3): B separate Python/numpy mazes stepped in a loop over the batch, the observation built
 element by element, the action sampled from ``torch.distributions.Categorical`` and moved to numpy at every step,
 the network step written as separate tensor operations (``w + alpha * hebb`` built every step), returns and losses
-accumulated step by step in Python. Same maths as the library's ``modplast`` agent on the ``paper-2019`` maze.
-``plasticnet bench maze`` times it against :class:`plasticnet.train.a2c.A2CExperiment`."""
+accumulated step by step in Python (``plain_a2c.py``). Same maths as the library's ``modplast`` agent on the
+``paper-2019`` maze. ``plasticnet bench maze`` times it against :class:`plasticnet.train.a2c.A2CExperiment`."""
 
 import random
 
@@ -79,56 +79,27 @@ class PlainModPlast(nn.Module):
         self.h2o = nn.Linear(hidden, n_actions)
         self.h2v = nn.Linear(hidden, 1)
 
-    def forward(self, x, h, hebb):
+    def initial_state(self, batch_size: int):
+        n = self.w.shape[0]
+        return torch.zeros(batch_size, n, device=self.w.device), torch.zeros(batch_size, n, n, device=self.w.device)
+
+    def forward(self, x, state):
+        h, hebb = state
         weights = self.w + self.alpha * hebb
         h_new = torch.tanh(self.i2h(x) + torch.bmm(weights, h.unsqueeze(2)).squeeze(2))
         delta = torch.bmm(h_new.unsqueeze(2), h.unsqueeze(1))
         modulator = torch.tanh(self.h2mod(h_new)).unsqueeze(2)
         hebb = torch.clamp(hebb + modulator * delta, -self.clip, self.clip)
-        return self.h2o(h_new), self.h2v(h_new), h_new, hebb
+        return self.h2o(h_new), self.h2v(h_new), (h_new, hebb)
 
 
-class PlainA2C:
-    """One iteration: an episode on ``batch_size`` mazes, the loss step by step, backward, clip, Adam."""
+def plain_a2c(batch_size: int = 30, hidden: int = 100, size: int = 13, episode_length: int = 200, seed: int = 0,
+              device="cpu"):
+    """The paper-2019 maze iteration (batch 30, T=200, 100 units, the request file's A2C settings)."""
+    from plasticnet.bench import load_benchmark_module
 
-    def __init__(self, batch_size: int = 30, hidden: int = 100, size: int = 13, episode_length: int = 200,
-                 seed: int = 0, device="cpu"):
-        rng = random.Random(seed)
-        self.mazes = [PlainMaze(size, episode_length, 10.0, rng) for _ in range(batch_size)]
-        self.net = PlainModPlast(hidden=hidden).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-4, eps=1e-4)
-        self.batch_size, self.hidden, self.episode_length, self.device = batch_size, hidden, episode_length, device
-        self.gamma, self.entropy_coef, self.value_coef, self.grad_clip = 0.9, 0.03, 0.1, 4.0
-
-    def iteration(self) -> float:
-        B, device = self.batch_size, self.device
-        for maze in self.mazes:
-            maze.reset()
-        h = torch.zeros(B, self.hidden, device=device)
-        hebb = torch.zeros(B, self.hidden, self.hidden, device=device)
-        self.optimizer.zero_grad()
-        loss = 0
-        log_probs, values, rewards = [], [], []
-        for t in range(self.episode_length):
-            x = torch.from_numpy(np.stack([maze.observe(t) for maze in self.mazes])).to(device)
-            scores, value, h, hebb = self.net(x, h, hebb)
-            probs = torch.softmax(scores, dim=1)
-            dist = torch.distributions.Categorical(probs, validate_args=False)  # the original's PyTorch did not check
-            action = dist.sample()
-            log_probs.append(dist.log_prob(action))
-            loss = loss + self.entropy_coef * probs.pow(2).sum() / B
-            actions = action.cpu().numpy()
-            rewards.append(np.array([maze.step(int(a)) for maze, a in zip(self.mazes, actions)], dtype=np.float32))
-            values.append(value)
-        R = torch.zeros(B, device=device)
-        value_loss = 0
-        for t in reversed(range(self.episode_length)):
-            R = self.gamma * R + torch.from_numpy(rewards[t]).to(device)
-            delta = R - values[t][:, 0]
-            value_loss = value_loss + delta.pow(2).sum() / B
-            loss = loss - (log_probs[t] * delta.detach()).sum() / B
-        loss = (loss + self.value_coef * value_loss) / self.episode_length
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-        self.optimizer.step()
-        return float(np.sum(rewards) / B)
+    PlainA2C = load_benchmark_module("plain_a2c").PlainA2C
+    rng = random.Random(seed)
+    mazes = [PlainMaze(size, episode_length, 10.0, rng) for _ in range(batch_size)]
+    return PlainA2C(mazes, PlainModPlast(hidden=hidden), episode_length, gamma=0.9, entropy_coef=0.03,
+                    value_coef=0.1, grad_clip=4.0, lr=1e-4, adam_eps=1e-4, device=device)

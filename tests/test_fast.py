@@ -218,19 +218,21 @@ def test_closed_loop_refuses_a_backward_after_its_buffers_were_reused():
         first.sum().backward()
 
 
-@pytest.mark.parametrize("rule", ["hebb", "clip"])
-def test_cpu_kernels_do_the_trace_work_when_switched_on(rule, trace_ops, monkeypatch):
+@pytest.mark.parametrize("cfg, kernel", [(dict(rule="hebb"), "trace_step"),
+                                         (dict(rule="clip", modulation="simple"), "trace_step"),
+                                         (dict(rule="clip", modulation="retroactive"), "retro_step")])
+def test_cpu_kernels_do_the_trace_work_when_switched_on(cfg, kernel, trace_ops, monkeypatch):
     calls = []
 
     def spy(name):
-        kernel = getattr(cpu_kernels, name)
-        return lambda *args: calls.append(name) or kernel(*args)
+        function = getattr(cpu_kernels, name)
+        return lambda *args: calls.append(name) or function(*args)
 
-    for name in ("trace_step", "trace_step_backward"):
+    for name in ("trace_step", "trace_step_backward", "retro_step", "retro_step_backward"):
         monkeypatch.setattr(cpu_kernels, name, spy(name))
-    cell = _cell(rule, "full")
-    out, trace = fused_plastic_rnn(torch.randn(5, 2, 4, dtype=torch.float64), torch.zeros(2, 4).double(),
-                                   torch.zeros(2, 4, 4).double(), cell.w, cell.alpha, cell.eta, cell.rule, 2)
-    _loss(out, trace).backward()
-    expected = {"trace_step": 5 + 5, "trace_step_backward": 5} if trace_ops else {}  # forward, then recomputed
+    cell = _modulated_cell(dict(alpha="full", **cfg))
+    out, (hebb, eligibility) = fused_cell_run(cell, torch.randn(5, 2, 4, dtype=torch.float64), _random_state(cell), 2)
+    _traces_loss(out, hebb, eligibility).backward()
+    # 5 steps forward, recomputed in chunks of 2 in the backward pass, then 5 steps back
+    expected = {kernel: 5 + 5, f"{kernel}_backward": 5} if trace_ops else {}
     assert {name: calls.count(name) for name in set(calls)} == expected

@@ -306,36 +306,70 @@ def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     return rows
 
 
-def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
-    """One A2C iteration on the paper-2019 maze (simple neuromodulation, 100 units, 200 steps): the library's
-    :class:`~plasticnet.train.a2c.A2CExperiment` against ``benchmarks/plain_maze.py``, both past the burn-in."""
+def _a2c_suite(task: str, config_cls, preset: str, plain_name: str, title: str, batch_sizes, rounds: int,
+               device: torch.device) -> list[dict]:
+    """One A2C iteration of ``task`` with ``preset``: the library's :class:`~plasticnet.train.a2c.A2CExperiment`
+    against ``benchmarks/<plain_name>.py``, both past the burn-in."""
     from .config import resolve
-    from .tasks.maze import A2CExperiment, MazeTrainConfig
+    from .train.a2c import A2CExperiment
 
-    plain_module = load_benchmark_module("plain_maze")
-    print(f"maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units, one A2C iteration (episode, loss, "
-          f"backward, clip, Adam); {_where(device)}")
-    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9}")
+    plain_module = load_benchmark_module(plain_name)
+    print(f"{title}, one A2C iteration (episode, loss, backward, clip, Adam); {_where(device)}")
+    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9} "
+          f"{'agent steps/s':>14}")
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
-        cfg = resolve(MazeTrainConfig, "maze", "paper-2019", {"batch_size": batch, "burn_in": 0,
-                                                               "device": str(device)})
+        cfg = resolve(config_cls, task, preset, {"batch_size": batch, "burn_in": 0, "device": str(device)})
         library = A2CExperiment(cfg, device)
-        plain = plain_module.PlainA2C(batch_size=batch, device=device)
+        plain = plain_module.plain_a2c(batch_size=batch, device=device)
         iterations = iter(range(1 << 62))
         lib_s, plain_s, lib_mem, plain_mem = compare(lambda: library.step(next(iterations)), plain.iteration,
                                                      device, rounds)
+        steps_per_s = batch * library.env.episode_length / lib_s
         row = {"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
-               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20}
+               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20, "agent_steps_per_s": steps_per_s}
         rows.append(row)
         print(f"{batch:>5} {lib_s:>13.4f} {plain_s:>11.4f} {row['speedup']:>8.2f}x {row['library_mb']:>11.0f} "
-              f"{row['plain_mb']:>9.0f}", flush=True)
+              f"{row['plain_mb']:>9.0f} {steps_per_s:>14.0f}", flush=True)
     return rows
 
 
+def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The paper-2019 maze (simple neuromodulation, 100 units, 200 steps) against ``benchmarks/plain_maze.py``."""
+    from .tasks.maze import MazeTrainConfig
+
+    return _a2c_suite("maze", MazeTrainConfig, "paper-2019", "plain_maze",
+                      "maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units", batch_sizes, rounds, device)
+
+
+def cue_reward_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The cue-reward task's paper preset (retroactive modulation, 200 units, 120 steps) against
+    ``benchmarks/plain_cue_reward.py``."""
+    from .tasks.cue_reward import CueRewardTrainConfig
+
+    return _a2c_suite("cue-reward", CueRewardTrainConfig, "paper", "plain_cue_reward",
+                      "cue-reward: paper (4 cues of 20 bits, 120 steps), modul agent with 200 units", batch_sizes,
+                      rounds, device)
+
+
 # Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
-SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite}
+SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite,
+          "cue-reward": cue_reward_suite}
 # Batch sizes a suite runs when none are given: the issues' settings (maze and PTB: the papers' batches; memory: the
 # 256-unit, batch-16 case; the others: 1 8 32).
-DEFAULT_BATCH_SIZES = {"maze": [30], "ptb": [20], "memory": [16], "trace": [1, 32]}
+DEFAULT_BATCH_SIZES = {"maze": [30], "cue-reward": [30], "ptb": [20], "memory": [16], "trace": [1, 32]}
+# `plasticnet bench all`: every suite at the issues' settings, (CPU, GPU). On a 2-core CPU with 24 GiB some plain
+# formulations do not fit or take minutes (pattern batch 32 needs about 39 GB, maze batch 512 steps 512 Python
+# environments), so the CPU runs the smaller settings.
+ALL_BATCH_SIZES = {"pattern": ([1], [1, 32]), "maze": ([30], [30, 512]), "cue-reward": ([30], [30]),
+                   "ptb": ([20], [20]), "memory": ([2], [16]), "trace": ([1], [1, 32])}
+
+
+def all_suites(rounds: int, device: torch.device) -> dict[str, list[dict]]:
+    """Every suite, one after the other, at :data:`ALL_BATCH_SIZES`."""
+    results = {}
+    for name, suite in SUITES.items():
+        results[name] = suite(ALL_BATCH_SIZES[name][device.type == "cuda"], rounds, device)
+        print(flush=True)
+    return results

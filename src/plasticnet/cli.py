@@ -200,8 +200,9 @@ def _add_bench(sub) -> None:
     from .bench import SUITES
 
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
-    p.add_argument("suite", choices=list(SUITES))
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: the suite's own (pattern 1 8 32, maze 30, ptb 20, memory 16)")
+    p.add_argument("suite", choices=[*SUITES, "all"], help="one suite, or all of them at the issues' settings")
+    p.add_argument("--batch-sizes", type=int, nargs="+",
+                   help="default: the suite's own (pattern 1 8 32, maze 30, cue-reward 30, ptb 20, memory 16)")
     p.add_argument("--rounds", type=int, default=0,
                    help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
@@ -209,11 +210,17 @@ def _add_bench(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    from .bench import DEFAULT_BATCH_SIZES, SUITES
+    from .bench import DEFAULT_BATCH_SIZES, SUITES, all_suites
+    from .errors import ConfigError
     from .train.loop import resolve_device
 
-    batch_sizes = args.batch_sizes or DEFAULT_BATCH_SIZES.get(args.suite, [1, 8, 32])
-    SUITES[args.suite](batch_sizes, args.rounds, resolve_device(args.device))
+    device = resolve_device(args.device)
+    if args.suite == "all":
+        if args.batch_sizes:
+            raise ConfigError("`bench all` runs each suite at its own batch sizes; drop --batch-sizes, or name a suite")
+        all_suites(args.rounds, device)
+        return 0
+    SUITES[args.suite](args.batch_sizes or DEFAULT_BATCH_SIZES.get(args.suite, [1, 8, 32]), args.rounds, device)
     return 0
 
 

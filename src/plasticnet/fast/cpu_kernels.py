@@ -1,11 +1,11 @@
 """CPU kernels for the fused recurrence's trace work: one pass over the (B, N, N) traces per step, forward and
 backward, where PyTorch's element-wise operations take four to eight (each reads and writes whole traces).
 
-Compiled by Numba on first use (cached on disk after that) and run on one thread. They cover the rules of the form
-``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip), with or without simple neuromodulation, and any
-alpha given as a full (N, N) matrix; :mod:`plasticnet.fast.recurrence` turns every other alpha mode into one and
-keeps its PyTorch operations for retroactive modulation, GPUs, and when Numba is missing or switched off
-(:func:`use_cpu_kernels`). Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
+Compiled by Numba on first use (cached on disk after that) and run on one thread. They cover every cell the fused
+recurrence runs: the rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with or
+without simple neuromodulation (:func:`trace_step`), and retroactive modulation (:func:`retro_step`), with alpha
+given as a full (N, N) matrix; :mod:`plasticnet.fast.recurrence` turns every other alpha mode into one and keeps
+its PyTorch operations for GPUs, and for when Numba is missing or switched off (:func:`use_cpu_kernels`). Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
 Empty arrays stand for absent arguments (no decay, no next step): Numba compiles one version per argument type,
 so optional arrays would multiply the compiled versions.
@@ -130,6 +130,92 @@ def trace_step_backward(G, before, alpha, pre, g_a, decay, g_pre, d_alpha, mask_
                     acc_q += qb[j] * g
             g_pre[b, i] += acc
             g_q[b, i] = acc_q
+
+
+@_jit
+def retro_step(plastic, elig, plastic_after, elig_after, pre, post, rate, eta, clip, alpha, nxt, drive):
+    """Retroactive modulation: ``plastic_after = clip(plastic + rate * elig)`` (``rate`` (B, N) over j),
+    ``elig_after = (1 - eta) elig + eta outer(pre, post)``, then, if ``nxt`` is not empty, the next step's plastic
+    drive ``drive[b, j] += sum_i nxt[b, i] alpha[i, j] plastic_after[b, i, j]``."""
+    B, N, M = plastic.shape
+    has_drive = nxt.shape[0] > 0
+    keep = 1 - eta
+    for b in range(B):
+        rb, ob = rate[b], post[b]
+        for i in range(N):
+            e_pre = eta * pre[b, i]
+            p_row, e_row, pa_row, ea_row = plastic[b, i], elig[b, i], plastic_after[b, i], elig_after[b, i]
+            for j in range(M):
+                pa_row[j] = min(max(p_row[j] + rb[j] * e_row[j], -clip), clip)
+                ea_row[j] = keep * e_row[j] + e_pre * ob[j]
+            if has_drive:
+                n, ai, dr = nxt[b, i], alpha[i], drive[b]
+                for j in range(M):
+                    dr[j] += n * ai[j] * pa_row[j]
+
+
+@_jit
+def retro_step_backward(G_plastic, G_elig, plastic, alpha, pre, g_a, rate, eta, g_pre, d_alpha, mask_clip,
+                        prev_pre, prev_post, prev_elig, d_q, g_e_post, s_ge, d_rate):
+    """One step of the adjoint recursion through :func:`retro_step` and the plastic drive, in one pass.
+
+    On entry ``G_plastic`` (saturated entries zeroed) and ``G_elig`` are the adjoints of the traces after the step;
+    on return, of the traces before it: ``G_elig = (1 - eta) G_elig + rate * G_plastic`` and
+    ``G_plastic += alpha * outer(pre, g_a)``, zeroed where ``|plastic| >= mask_clip``. Adds
+    ``sum_j alpha plastic g_a`` to ``g_pre`` and ``sum_b plastic * outer(pre, g_a)`` to ``d_alpha``. Writes what
+    the previous step needs: ``d_q = prev_pre @ G_elig`` and ``g_e_post = G_elig @ prev_post`` (B, N) and, if
+    ``prev_elig`` (its eligibility trace before it) is not empty, ``s_ge = sum G_elig * prev_elig`` (B,) and
+    ``d_rate = sum_i G_plastic * prev_elig`` (B, N)."""
+    B, N, M = G_plastic.shape
+    zero = np.zeros(1, dtype=G_plastic.dtype)[0]
+    has_prev_elig = prev_elig.shape[0] > 0
+    keep = 1 - eta
+    d_q[:] = 0
+    d_rate[:] = 0
+    s_ge[:] = 0
+    for b in range(B):
+        gab, rb, ppb, dq, dr = g_a[b], rate[b], prev_post[b], d_q[b], d_rate[b]
+        s = zero
+        for i in range(N):
+            p, pp = pre[b, i], prev_pre[b, i]
+            gp_row, ge_row, p_row = G_plastic[b, i], G_elig[b, i], plastic[b, i]
+            a_row, da_row = alpha[i], d_alpha[i]
+            acc = zero
+            acc_e = zero
+            if has_prev_elig:
+                pe = prev_elig[b, i]
+                for j in range(M):
+                    pv = p_row[j]
+                    gp = gp_row[j]
+                    outer = p * gab[j]
+                    acc += a_row[j] * pv * gab[j]
+                    da_row[j] += pv * outer
+                    ge = keep * ge_row[j] + rb[j] * gp
+                    gp = gp + a_row[j] * outer
+                    gp = gp if abs(pv) < mask_clip else zero
+                    gp_row[j] = gp
+                    ge_row[j] = ge
+                    dq[j] += pp * ge
+                    acc_e += ge * ppb[j]
+                    s += ge * pe[j]
+                    dr[j] += gp * pe[j]
+            else:
+                for j in range(M):
+                    pv = p_row[j]
+                    gp = gp_row[j]
+                    outer = p * gab[j]
+                    acc += a_row[j] * pv * gab[j]
+                    da_row[j] += pv * outer
+                    ge = keep * ge_row[j] + rb[j] * gp
+                    gp = gp + a_row[j] * outer
+                    gp = gp if abs(pv) < mask_clip else zero
+                    gp_row[j] = gp
+                    ge_row[j] = ge
+                    dq[j] += pp * ge
+                    acc_e += ge * ppb[j]
+            g_pre[b, i] += acc
+            g_e_post[b, i] = acc_e
+        s_ge[b] = s
 
 
 def empty_like_rows(array: np.ndarray) -> np.ndarray:

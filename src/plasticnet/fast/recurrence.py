@@ -124,9 +124,8 @@ def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out, scalar_
 
 
 def _use_kernels(spec: _Plasticity, like: torch.Tensor) -> bool:
-    """Whether the trace work goes to :mod:`plasticnet.fast.cpu_kernels` (CPU, float, not retroactive)."""
-    return (spec.modulation != "retroactive" and like.device.type == "cpu"
-            and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available())
+    """Whether the trace work goes to :mod:`plasticnet.fast.cpu_kernels` (CPU tensors of floats)."""
+    return like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
 
 
 def _kernel_clip(spec: _Plasticity) -> float:
@@ -205,10 +204,11 @@ class _FusedPlasticRNN(torch.autograd.Function):
         kernels = _use_kernels(spec, h0)
         if kernels:  # numpy views made once; the kernel writes the next step's plastic drive into `drive_next`
             h_np, alpha_np, clip = h.numpy(), _full_alpha(alpha, N).numpy(), _kernel_clip(spec)
-            q_buf, decay_buf = ws.get("q", (B, N), h0), ws.get("decay", (B, N), h0)
+            q_buf, decay_buf = ws.get("q", (B, N), h0), ws.get("decay", (B, N), h0)  # q holds the rate if retroactive
             drive_next = ws.get("drive_next", (B, N), h0)
             q_np, decay_np, drive_next_np = q_buf.numpy(), decay_buf.numpy(), drive_next.numpy()
             no_rows = cpu_kernels.empty_like_rows(h_np)
+            eta_f = float(eta) if spec.modulation == "retroactive" else None
         for c in range(n_chunks):
             start, stop = c * k, min(T, (c + 1) * k)
             slots = work[start: stop + 1] if keep_all else work[: stop - start + 1]
@@ -233,12 +233,17 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     if spec.fanout:
                         torch.addmm(fan_b, m, fan_wt, out=rate)
                 if kernels:
-                    q = torch.mul(rate, post, out=q_buf)
-                    decay = _decay_rows(spec.kind, rate, post, q, decay_buf)
                     drive_next.zero_()
-                    cpu_kernels.trace_step(slots_np[t - start, 0], slots_np[t - start + 1, 0], h_np[t], q_np,
-                                           no_rows if decay is None else decay_np, clip, alpha_np,
-                                           h_np[t + 1] if t + 1 < T else no_rows, drive_next_np)
+                    s, n, nxt = slots_np[t - start], slots_np[t - start + 1], h_np[t + 1] if t + 1 < T else no_rows
+                    if eta_f is not None:
+                        q_buf.copy_(rate.expand(B, N))
+                        cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], q_np, eta_f, clip,
+                                               alpha_np, nxt, drive_next_np)
+                    else:
+                        q = torch.mul(rate, post, out=q_buf)
+                        decay = _decay_rows(spec.kind, rate, post, q, decay_buf)
+                        cpu_kernels.trace_step(s[0], n[0], h_np[t], q_np, no_rows if decay is None else decay_np, clip,
+                                               alpha_np, nxt, drive_next_np)
                 else:
                     _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
                 if closed:
@@ -255,6 +260,8 @@ class _FusedPlasticRNN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_traces_final):
+        if _use_kernels(ctx.run.spec, ctx.saved_tensors[2]):
+            return _kernel_backward(ctx, g_out, g_traces_final)
         u, x, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b = \
             ctx.saved_tensors
         run = ctx.run
@@ -292,29 +299,9 @@ class _FusedPlasticRNN(torch.autograd.Function):
         G_plastic_t, scratch_t = G_plastic.transpose(1, 2), scratch.transpose(1, 2)
         G_elig_t = G_elig.transpose(1, 2) if retro else None
         per_example_alpha_grad = full_alpha and N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu"
-        kernels = _use_kernels(spec, h)
-        d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not (per_example_alpha_grad or kernels) else None
+        d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not per_example_alpha_grad else None
         work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
         scalar_decay = None if ctx.keep_all else _scalar_decay(spec, eta)
-        if kernels:
-            # The kernel of step t also leaves what step t - 1 reads from the new adjoint: d_q = pre @ G, g_q = G @ q
-            # and (rules with a decay) d_decay = sum_i G * trace, the last one only when that trace is in memory.
-            clip, has_decay = _kernel_clip(spec), spec.kind != "clip"
-            h_np, alpha_np, G_np, g_a_np = h.numpy(), _full_alpha(alpha, N).numpy(), G_plastic.numpy(), g_a_all.numpy()
-            q_np = q_steps.expand(T, B, N).contiguous().numpy()
-            if spec.kind == "hebb":
-                decay_np = torch.rsub(rates if spec.fanout else mods if modulated else eta, 1).expand(T, B, N)
-                decay_np = decay_np.contiguous().numpy()
-            elif spec.kind == "oja":
-                decay_np = torch.rsub(q_steps * h[1:], 1).numpy()
-            else:
-                ones_np = h.new_ones(B, N).numpy()
-            d_alpha_full = h.new_zeros(N, N)
-            d_q, d_decay, g_q = h.new_zeros(B, N), h.new_zeros(B, N), None
-            d_alpha_np, d_q_np, d_decay_np = d_alpha_full.numpy(), d_q.numpy(), d_decay.numpy()
-            zero_rows_np, no_mask = h.new_zeros(B, N).numpy(), torch.finfo(h.dtype).max
-            no_rows, no_traces = cpu_kernels.empty_like_rows(h_np), cpu_kernels.empty_like_traces(G_np)
-            decay_pending = has_decay
         g_h = g_outs[T - 1].clone()
         for c in reversed(range(math.ceil(T / k))):
             start, stop = c * k, min(T, (c + 1) * k)
@@ -324,39 +311,18 @@ class _FusedPlasticRNN(torch.autograd.Function):
                 traces = work[: stop - start + 1]
                 traces[0] = chunk_starts[c]
             slot_traces = [slot.unbind(0) for slot in traces.unbind(0)]
-            traces_np = traces.numpy() if kernels else None
             if not ctx.keep_all:
                 for t in range(start, stop):
-                    if kernels:
-                        cpu_kernels.trace_step(traces_np[t - start, 0], traces_np[t - start + 1, 0], h_np[t], q_np[t],
-                                               decay_np[t] if has_decay else no_rows, clip, alpha_np, no_rows,
-                                               no_rows)
-                    else:
-                        _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
-                                       slot_traces[t - start + 1], scalar_decay)
+                    _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
+                                   slot_traces[t - start + 1], scalar_decay)
             for t in reversed(range(start, stop)):
                 pre, post, rate = hs[t], hs[t + 1], rate_steps[t]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
                 # Through the trace updates, from the adjoints of the traces after the step to those before it;
                 # g_h, the adjoint of the new activity, gathers every path in place.
-                if kernels:
-                    if t == T - 1:  # the adjoint of the final traces, set up as the kernel leaves it
-                        if spec.kind == "clip":
-                            _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
-                        d_q.copy_(torch.bmm(rows[t], G_plastic).squeeze(1))
-                        g_q = torch.bmm(q_rows[t], G_plastic_t).squeeze(1)
-                    if decay_pending:
-                        torch.sum(torch.mul(G_plastic, before[0], out=scratch), 1, out=d_decay)
-                    g_pre = g_q
-                    g_h.addcmul_(rate, d_q)
-                    d_rate = torch.mul(d_q, post, out=d_rates[t])
-                    if spec.kind == "hebb":
-                        d_rate -= d_decay
-                    elif spec.kind == "oja":
-                        g_h.addcmul_(q_rows[t].squeeze(1), d_decay, value=-2)
-                        d_rate -= post * post * d_decay
-                elif retro:
+                if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
                     _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
+                if retro:
                     # eligibility_after = (1 - eta) eligibility_before + eta outer(pre, post)
                     d_q = torch.bmm(rows[t], G_elig).squeeze(1)
                     g_pre = torch.bmm(rows[t + 1], G_elig_t).squeeze(1).mul_(eta)
@@ -367,8 +333,6 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     d_rate = torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rates[t])
                     G_elig.addcmul_(rate.unsqueeze(1), G_plastic)
                 else:
-                    if spec.kind == "clip":  # zero where the clip saturated, in one pass and in place
-                        _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
                     d_q = torch.bmm(rows[t], G_plastic).squeeze(1)
                     g_pre = torch.bmm(q_rows[t], G_plastic_t).squeeze(1)
                     g_h.addcmul_(rate, d_q)
@@ -389,17 +353,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
                 g_a = torch.mul(g_h, tanh_slopes[t], out=g_as[t])
                 g_pre.addmm_(g_a, w_t)
                 plastic = before[0]
-                if kernels:
-                    g_q = h.new_empty(B, N)
-                    prev_decay = has_decay and t > start  # else the trace before step t - 1 is not in memory yet
-                    cpu_kernels.trace_step_backward(
-                        G_np, traces_np[t - start, 0], alpha_np, h_np[t], g_a_np[t],
-                        decay_np[t] if has_decay else ones_np, g_pre.numpy(), d_alpha_np,
-                        clip if spec.kind == "clip" and t > 0 else no_mask, h_np[t - 1] if t > 0 else zero_rows_np,
-                        q_np[t - 1] if t > 0 else zero_rows_np,
-                        traces_np[t - 1 - start, 0] if prev_decay else no_traces, d_q_np, g_q.numpy(), d_decay_np)
-                    decay_pending = has_decay and not prev_decay
-                elif full_alpha:
+                if full_alpha:
                     torch.mul(alpha, plastic, out=scratch)
                     g_pre.unsqueeze(1).baddbmm_(g_a.unsqueeze(1), scratch_t)
                     torch.mul(columns[t], g_a.unsqueeze(1), out=scratch)
@@ -416,26 +370,148 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     pre_trace = torch.bmm(rows[t], plastic).squeeze(1)
                     d_alpha += (g_a * pre_trace).sum(0) if alpha.dim() == 1 else (g_a * pre_trace).sum()
                 g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
-        if kernels:
-            d_alpha = d_alpha_full if full_alpha else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
-        elif full_alpha and not per_example_alpha_grad:
+        if full_alpha and not per_example_alpha_grad:
             d_alpha = d_alpha_by_example.sum(0)
-        flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
-        if not modulated:
-            d_eta = d_rates.sum()
-        d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
-        d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None
-        d_w = flat(h[:-1]).t() @ flat(g_a_all)
-        d_mod_w = (flat(g_z_all).t() @ flat(h[1:])) if modulated else None
-        d_mod_b = g_z_all.sum((0, 1)) if modulated else None
-        if ctx.closed:
-            d_in_w, d_in_b = flat(g_a_all).t() @ flat(x), g_a_all.sum((0, 1))
-            d_u = None
-        else:
-            d_in_w = d_in_b = None
-            d_u = g_a_all
-        return (d_u, d_in_w, d_in_b, g_h, G, d_w, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None)
+        return _gradients(ctx, g_a_all, d_rates, g_z_all if modulated else None, g_h, G, d_alpha, d_eta)
 
+
+def _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, d_eta):
+    """What both backward passes end with: the gradients that sum per-step terms over the whole sequence, as one
+    matrix product each, in the order :meth:`_FusedPlasticRNN.forward` takes its inputs."""
+    u, x, h, _, _, mods, _, *_ = ctx.saved_tensors
+    spec, T = ctx.run.spec, ctx.run.steps
+    B = h.shape[1]
+    flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
+    modulated = spec.modulation is not None
+    if not modulated:
+        d_eta = d_rates.sum()
+    d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
+    d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None
+    d_w = flat(h[:-1]).t() @ flat(g_a_all)
+    d_mod_w = (flat(g_z_all).t() @ flat(h[1:])) if modulated else None
+    d_mod_b = g_z_all.sum((0, 1)) if modulated else None
+    if ctx.closed:
+        d_in_w, d_in_b = flat(g_a_all).t() @ flat(x), g_a_all.sum((0, 1))
+        d_u = None
+    else:
+        d_in_w = d_in_b = None
+        d_u = g_a_all
+    return (d_u, d_in_w, d_in_b, g_h, G, d_w, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None)
+
+
+def _kernel_backward(ctx, g_out, g_traces_final):
+    """:meth:`_FusedPlasticRNN.backward` with the trace work in :mod:`plasticnet.fast.cpu_kernels`: the same
+    adjoint recursion, where one kernel call per step updates the trace adjoints and leaves the reductions that the
+    step before needs (those over the trace before that step only when the trace is in memory: at a chunk's first
+    step they wait until the previous chunk is recomputed)."""
+    _, _, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, _, fan_w, _ = ctx.saved_tensors
+    run = ctx.run
+    spec, k, T = run.spec, ctx.k, run.steps
+    B, N = h.shape[1:]
+    modulated, retro = spec.modulation is not None, spec.modulation == "retroactive"
+    has_decay = spec.kind != "clip" and not retro
+    hs, rows = h.unbind(0), h.unsqueeze(2).unbind(0)
+    g_outs = (g_out if g_out is not None else h.new_zeros(T, B, N)).unbind(0)
+    G = g_traces_final.clone() if g_traces_final is not None else h.new_zeros(spec.n_traces, B, N, N)
+    G_plastic, G_elig = G[0], (G[1] if retro else None)
+    g_a_all, d_rates = h.new_empty(T, B, N), h.new_empty(T, B, N)
+    g_as, tanh_slopes = g_a_all.unbind(0), (1 - h[1:].square()).unbind(0)
+    rate_all = (rates if spec.fanout else mods) if modulated else eta
+    if modulated:
+        mod_slopes, g_z_all = (1 - mods.square()).unbind(0), h.new_empty(T, B, 1)
+        g_zs = g_z_all.unbind(0)
+    w_t, scratch = w.t(), h.new_empty(B, N, N)
+    d_alpha_full, d_eta = h.new_zeros(N, N), (torch.zeros_like(eta) if retro else None)
+    # Kernel arguments: numpy views made once, (B, N) results written in place, zeros for the step before t = 0.
+    h_np, g_a_np, G_np = h.numpy(), g_a_all.numpy(), G.numpy()
+    alpha_np, d_alpha_np = _full_alpha(alpha, N).numpy(), d_alpha_full.numpy()
+    clip, no_mask, zero_rows = _kernel_clip(spec), torch.finfo(h.dtype).max, h.new_zeros(B, N).numpy()
+    no_rows, no_traces = cpu_kernels.empty_like_rows(h_np), cpu_kernels.empty_like_traces(G_np)
+    d_q, d_rate_k, d_decay, s_ge = h.new_zeros(B, N), h.new_zeros(B, N), h.new_zeros(B, N), h.new_zeros(B)
+    if retro:
+        eta_f, rate_np = float(eta), rate_all.expand(T, B, N).contiguous().numpy()
+    else:
+        q_all = rate_all.mul(h[1:]).expand(T, B, N).contiguous()
+        q_rows, q_np = q_all.unsqueeze(2).unbind(0), q_all.numpy()
+        if spec.kind == "hebb":
+            decay_np = torch.rsub(rate_all, 1).expand(T, B, N).contiguous().numpy()
+        elif spec.kind == "oja":
+            decay_np = torch.rsub(q_all * h[1:], 1).numpy()
+        ones_np = h.new_ones(B, N).numpy()
+    work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
+    g_h, g_carry, pending = g_outs[T - 1].clone(), None, True
+    for c in reversed(range(math.ceil(T / k))):
+        start, stop = c * k, min(T, (c + 1) * k)
+        if ctx.keep_all:
+            traces = all_traces[start: stop + 1]
+        else:
+            traces = work[: stop - start + 1]
+            traces[0] = chunk_starts[c]
+        tr = traces.numpy()
+        if not ctx.keep_all:
+            for t in range(start, stop):
+                s, n = tr[t - start], tr[t - start + 1]
+                if retro:
+                    cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], rate_np[t], eta_f, clip,
+                                           alpha_np, no_rows, no_rows)
+                else:
+                    cpu_kernels.trace_step(s[0], n[0], h_np[t], q_np[t], decay_np[t] if has_decay else no_rows,
+                                           clip, alpha_np, no_rows, no_rows)
+        for t in reversed(range(start, stop)):
+            post, rate = hs[t + 1], rate_all if not modulated else rate_all[t]
+            before, after = traces[t - start], traces[t - start + 1]
+            if t == T - 1:  # the adjoints of the final traces, set up as a kernel call leaves them
+                if spec.kind == "clip":
+                    _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
+                d_q.copy_(torch.bmm(rows[t], G_elig if retro else G_plastic).squeeze(1))
+                g_carry = (torch.bmm(G_elig, post.unsqueeze(2)).squeeze(2) if retro
+                           else torch.bmm(G_plastic, q_all[t].unsqueeze(2)).squeeze(2))
+            if pending and retro:
+                torch.sum(torch.mul(G_elig, before[1], out=scratch), (1, 2), out=s_ge)
+                torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rate_k)
+            elif pending and has_decay:
+                torch.sum(torch.mul(G_plastic, before[0], out=scratch), 1, out=d_decay)
+            # Through the trace updates to the new activity (g_h) and the rate; g_carry is G @ post (retroactive)
+            # or G @ q, the pre-synaptic side of the update's outer product.
+            if retro:
+                g_pre = g_carry.mul_(eta)
+                g_h.addcmul_(eta, d_q)
+                d_eta += (d_q * post).sum() - s_ge.sum()
+                d_rate = d_rates[t].copy_(d_rate_k)
+            else:
+                g_pre = g_carry
+                g_h.addcmul_(rate, d_q)
+                d_rate = torch.mul(d_q, post, out=d_rates[t])
+                if spec.kind == "hebb":
+                    d_rate -= d_decay
+                elif spec.kind == "oja":
+                    g_h.addcmul_(q_rows[t].squeeze(1), d_decay, value=-2)
+                    d_rate -= post * post * d_decay
+            if modulated:
+                d_m = d_rate @ fan_w if spec.fanout else d_rate.sum(1, keepdim=True)
+                g_h.addmm_(torch.mul(d_m, mod_slopes[t], out=g_zs[t]), mod_w)
+            g_a = torch.mul(g_h, tanh_slopes[t], out=g_as[t])
+            g_pre.addmm_(g_a, w_t)
+            in_memory = t > start  # the traces before step t - 1
+            mask = clip if spec.kind == "clip" and t > 0 else no_mask
+            prev_pre = h_np[t - 1] if t > 0 else zero_rows
+            g_carry = h.new_empty(B, N)
+            if retro:
+                cpu_kernels.retro_step_backward(
+                    G_np[0], G_np[1], tr[t - start, 0], alpha_np, h_np[t], g_a_np[t], rate_np[t], eta_f,
+                    g_pre.numpy(), d_alpha_np, mask, prev_pre, h_np[t] if t > 0 else zero_rows,
+                    tr[t - 1 - start, 1] if in_memory else no_traces, d_q.numpy(), g_carry.numpy(), s_ge.numpy(),
+                    d_rate_k.numpy())
+            else:
+                cpu_kernels.trace_step_backward(
+                    G_np[0], tr[t - start, 0], alpha_np, h_np[t], g_a_np[t], decay_np[t] if has_decay else ones_np,
+                    g_pre.numpy(), d_alpha_np, mask, prev_pre, q_np[t - 1] if t > 0 else zero_rows,
+                    tr[t - 1 - start, 0] if in_memory and has_decay else no_traces, d_q.numpy(), g_carry.numpy(),
+                    d_decay.numpy())
+            pending = not in_memory
+            g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
+    d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
+    return _gradients(ctx, g_a_all, d_rates, g_z_all if modulated else None, g_h, G, d_alpha, d_eta)
 
 def _cell_tensors(cell):
     """The parameters of a cell in the order :class:`_FusedPlasticRNN` takes them (None where absent)."""
