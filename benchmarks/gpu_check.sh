@@ -22,7 +22,8 @@ echo "== GPU tests"
 timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_envs_maze.py tests/test_envs_cue_reward.py \
   -k "cuda or gpu or CUDA" 2>&1 | tail -5 | tee "$DEST/tests.txt"
 
-for suite in "pattern --batch-sizes 1 32" "memory --batch-sizes 16" "trace --batch-sizes 1 32" "maze --batch-sizes 30"; do
+for suite in "pattern --batch-sizes 1 32" "memory --batch-sizes 16" "trace --batch-sizes 1 32" "maze --batch-sizes 30" \
+             "cue-reward --batch-sizes 30"; do
   echo "== bench $suite"
   timeout 120 $PY -m plasticnet bench $suite --device cuda 2>&1 | tee -a "$DEST/bench.txt"
 done

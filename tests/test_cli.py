@@ -90,3 +90,24 @@ def test_plot_groups_seeds(tmp_path):
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "plasticnet", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("plasticnet ")
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
+    """A scheduler's SIGTERM stops a run the way Ctrl-C does: checkpoint written, exit code 130, resumable."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "plasticnet", *TINY, "--iterations", "1000000", "--out", str(run)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() or len(_metrics(run)) < 2:  # past the first logging points
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    stopped_at = torch.load(run / "checkpoint.pt", weights_only=False)["iteration"]
+    assert stopped_at >= _metrics(run)[-1]["iteration"]
+    assert main(TINY + ["--iterations", str(stopped_at + 5), "--resume", str(run)]) == 0
+    assert _metrics(run)[-1]["iteration"] == stopped_at + 5

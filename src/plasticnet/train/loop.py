@@ -17,7 +17,10 @@ not time yet) is logged with that point.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -97,12 +100,31 @@ def dry_run(task_name: str, cfg, preset: str = "") -> dict:
     return info
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Inside the block, SIGTERM raises KeyboardInterrupt as Ctrl-C does (main thread only: Python delivers
+    signals there). Background jobs of a non-interactive shell ignore SIGINT, so SIGTERM is how they get stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = False, progress: bool = True,
           stop_when: Optional[Callable[[dict], bool]] = None, time_budget: Optional[float] = None) -> Path:
     """Train ``task_name`` with ``cfg`` into ``out_dir``; with ``resume``, continue from its checkpoint.
 
     ``stop_when(metrics)`` and ``time_budget`` (seconds) end a run early at a logging point (the demo uses both).
-    Ctrl-C saves a checkpoint before leaving, so no finished iteration is lost.
+    Ctrl-C or SIGTERM (what schedulers and ``kill`` send) saves a checkpoint before leaving, so no finished
+    iteration is lost.
     """
     task = get_task(task_name)
     out = Path(out_dir)
@@ -138,7 +160,7 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     iteration = start
     bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
     try:
-        with (out / METRICS).open("a") as log:
+        with _sigterm_as_interrupt(), (out / METRICS).open("a") as log:
             while iteration < total:
                 values = experiment.step(iteration)
                 iteration += 1
