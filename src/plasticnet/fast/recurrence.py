@@ -152,6 +152,20 @@ def _scalar_decay(spec: _Plasticity, eta) -> Optional[float]:
     return 1.0 - float(eta) if spec.kind == "hebb" and spec.modulation is None else None
 
 
+def _work_shape(keep_all: bool, k: int, T: int, trace_shape) -> tuple:
+    """The buffer of traces a pass works in: all T + 1 when every trace is kept, else the k - 1 inside a chunk."""
+    return (T + 1 if keep_all else max(k - 1, 1), *trace_shape)
+
+
+def _chunk_slots(work, chunk_starts, c: int, start: int, stop: int, keep_all: bool) -> list:
+    """The traces before steps ``start..stop`` of chunk c, as stop - start + 1 views (n_traces, B, N, N): all in
+    ``work`` when every trace is kept; otherwise the chunk's two ends in ``chunk_starts`` (so that no trace is
+    copied in or out of ``work``) and the ones between them in ``work``."""
+    if keep_all:
+        return list(work[start: stop + 1].unbind(0))
+    return [chunk_starts[c], *work[: stop - start - 1].unbind(0), chunk_starts[c + 1]]
+
+
 @dataclass
 class _Run:
     """How one call is fed and stored (everything the autograd function needs that is not a tensor input)."""
@@ -195,11 +209,12 @@ class _FusedPlasticRNN(torch.autograd.Function):
         mod_wt = mod_w.t() if spec.modulation else None
         scalar_decay = _scalar_decay(spec, eta)
         fan_wt = fan_w.t() if spec.fanout else None
-        # chunk_starts[c] holds the traces before step c*k; within the chunk being run, `work` holds every trace.
+        # Every trace is kept in `work`, or chunk_starts[c] holds the traces before step c*k and `work` the ones
+        # inside the chunk being run (see _chunk_slots).
         trace_shape = (spec.n_traces, B, N, N)
-        chunk_starts = ws.get("chunk_starts", (n_chunks + 1, *trace_shape), h0)
-        chunk_starts[0] = traces0
-        work = ws.get("work", (T + 1 if keep_all else k + 1, *trace_shape), h0)
+        work = ws.get("work", _work_shape(keep_all, k, T, trace_shape), h0)
+        chunk_starts = None if keep_all else ws.get("chunk_starts", (n_chunks + 1, *trace_shape), h0)
+        (work if keep_all else chunk_starts)[0] = traces0
         scratch = ws.get("scratch", (B, N, N), h0)
         kernels = _use_kernels(spec, h0)
         if kernels:  # numpy views made once; the kernel writes the next step's plastic drive into `drive_next`
@@ -211,10 +226,9 @@ class _FusedPlasticRNN(torch.autograd.Function):
             eta_f = float(eta) if spec.modulation == "retroactive" else None
         for c in range(n_chunks):
             start, stop = c * k, min(T, (c + 1) * k)
-            slots = work[start: stop + 1] if keep_all else work[: stop - start + 1]
-            slots[0] = chunk_starts[c]
-            slot_traces = [slot.unbind(0) for slot in slots.unbind(0)]
-            slots_np = slots.numpy() if kernels else None
+            slots = _chunk_slots(work, chunk_starts, c, start, stop, keep_all)
+            slot_traces = [slot.unbind(0) for slot in slots]
+            slots_np = [slot.numpy() for slot in slots] if kernels else None
             for t in range(start, stop):
                 pre, post = hs[t], hs[t + 1]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
@@ -250,13 +264,12 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     x_next = run.feedback(t, post)
                     if t + 1 < T:
                         xs[t + 1].copy_(x_next)
-            chunk_starts[c + 1] = slots[stop - start]
         ctx.run, ctx.keep_all, ctx.k, ctx.closed = run, keep_all, k, closed
         # Saved, buffers included: autograd's version counters then refuse a backward pass through buffers that a
         # later call with the same workspace has overwritten.
         ctx.save_for_backward(u, x, h, chunk_starts, work if keep_all else None, mods, rates if spec.fanout else None,
                               w, alpha, eta, mod_w, mod_b, fan_w, fan_b)
-        return h[1:].clone(), chunk_starts[n_chunks].clone()
+        return h[1:].clone(), (work[T] if keep_all else chunk_starts[n_chunks]).clone()
 
     @staticmethod
     def backward(ctx, g_out, g_traces_final):
@@ -300,19 +313,15 @@ class _FusedPlasticRNN(torch.autograd.Function):
         G_elig_t = G_elig.transpose(1, 2) if retro else None
         per_example_alpha_grad = full_alpha and N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu"
         d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not per_example_alpha_grad else None
-        work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
+        work = all_traces if ctx.keep_all else run.workspace.get(
+            "work", _work_shape(False, k, T, (spec.n_traces, B, N, N)), h)
         scalar_decay = None if ctx.keep_all else _scalar_decay(spec, eta)
         g_h = g_outs[T - 1].clone()
         for c in reversed(range(math.ceil(T / k))):
             start, stop = c * k, min(T, (c + 1) * k)
-            if ctx.keep_all:
-                traces = all_traces[start: stop + 1]
-            else:
-                traces = work[: stop - start + 1]
-                traces[0] = chunk_starts[c]
-            slot_traces = [slot.unbind(0) for slot in traces.unbind(0)]
-            if not ctx.keep_all:
-                for t in range(start, stop):
+            slot_traces = [slot.unbind(0) for slot in _chunk_slots(work, chunk_starts, c, start, stop, ctx.keep_all)]
+            if not ctx.keep_all:  # recomputed, but for the chunk's last trace, kept in chunk_starts
+                for t in range(start, stop - 1):
                     _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
                                    slot_traces[t - start + 1], scalar_decay)
             for t in reversed(range(start, stop)):
@@ -438,18 +447,15 @@ def _kernel_backward(ctx, g_out, g_traces_final):
         elif spec.kind == "oja":
             decay_np = torch.rsub(q_all * h[1:], 1).numpy()
         ones_np = h.new_ones(B, N).numpy()
-    work = None if ctx.keep_all else run.workspace.get("work", (k + 1, spec.n_traces, B, N, N), h)
+    work = all_traces if ctx.keep_all else run.workspace.get(
+        "work", _work_shape(False, k, T, (spec.n_traces, B, N, N)), h)
     g_h, g_carry, pending = g_outs[T - 1].clone(), None, True
     for c in reversed(range(math.ceil(T / k))):
         start, stop = c * k, min(T, (c + 1) * k)
-        if ctx.keep_all:
-            traces = all_traces[start: stop + 1]
-        else:
-            traces = work[: stop - start + 1]
-            traces[0] = chunk_starts[c]
-        tr = traces.numpy()
-        if not ctx.keep_all:
-            for t in range(start, stop):
+        traces = _chunk_slots(work, chunk_starts, c, start, stop, ctx.keep_all)
+        tr = [slot.numpy() for slot in traces]
+        if not ctx.keep_all:  # recomputed, but for the chunk's last trace, kept in chunk_starts
+            for t in range(start, stop - 1):
                 s, n = tr[t - start], tr[t - start + 1]
                 if retro:
                     cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], rate_np[t], eta_f, clip,
@@ -498,15 +504,15 @@ def _kernel_backward(ctx, g_out, g_traces_final):
             g_carry = h.new_empty(B, N)
             if retro:
                 cpu_kernels.retro_step_backward(
-                    G_np[0], G_np[1], tr[t - start, 0], alpha_np, h_np[t], g_a_np[t], rate_np[t], eta_f,
+                    G_np[0], G_np[1], tr[t - start][0], alpha_np, h_np[t], g_a_np[t], rate_np[t], eta_f,
                     g_pre.numpy(), d_alpha_np, mask, prev_pre, h_np[t] if t > 0 else zero_rows,
-                    tr[t - 1 - start, 1] if in_memory else no_traces, d_q.numpy(), g_carry.numpy(), s_ge.numpy(),
+                    tr[t - 1 - start][1] if in_memory else no_traces, d_q.numpy(), g_carry.numpy(), s_ge.numpy(),
                     d_rate_k.numpy())
             else:
                 cpu_kernels.trace_step_backward(
-                    G_np[0], tr[t - start, 0], alpha_np, h_np[t], g_a_np[t], decay_np[t] if has_decay else ones_np,
+                    G_np[0], tr[t - start][0], alpha_np, h_np[t], g_a_np[t], decay_np[t] if has_decay else ones_np,
                     g_pre.numpy(), d_alpha_np, mask, prev_pre, q_np[t - 1] if t > 0 else zero_rows,
-                    tr[t - 1 - start, 0] if in_memory and has_decay else no_traces, d_q.numpy(), g_carry.numpy(),
+                    tr[t - 1 - start][0] if in_memory and has_decay else no_traces, d_q.numpy(), g_carry.numpy(),
                     d_decay.numpy())
             pending = not in_memory
             g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
