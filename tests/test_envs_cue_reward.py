@@ -65,6 +65,22 @@ def test_paper_preset():
     assert (env.obs_size, env.n_actions, env.episode_length) == (27, 2, 120)
 
 
+def test_easy_preset_shows_one_of_two_cues_per_trial():
+    """sr/request_easy.json: two cues of two bits, trials [blank, cue, 0 or 1 blank, Go, blank], 75 steps."""
+    env = CueRewardEnv(50, "easy", seed=0)
+    observations, _, _, _ = rollout(env, random_actions(0, 50))
+    assert (env.obs_size, env.episode_length, observations.shape) == (9, 75, (76, 50, 9))
+    lengths = set()
+    for b in range(50):
+        shown = [("go" if c == env.go_code else "blank" if c == env.blank_code else c)
+                 for c in env.stimulus[b, :75].tolist()]
+        for trial in split_trials(shown)[:-1]:
+            cues = [item for item in trial if item not in (GO, BLANK)]
+            assert trial[0] == BLANK and trial[-2:] == [GO, BLANK] and len(cues) == 1
+            lengths.add(len(trial))
+    assert lengths == {4, 5}
+
+
 def test_cues_are_distinct_random_sign_vectors():
     env = make_env(batch_size=200)
     env.reset()

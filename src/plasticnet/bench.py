@@ -84,6 +84,8 @@ def compare(library_step, plain_step, device: torch.device, rounds: int) -> tupl
     """Seconds per step of each (the fastest of ``rounds`` interleaved timings, so that load from other processes
     hits both alike and a quiet moment is found for each; 0 rounds: as many as fit in about 4 s, at least 3), and
     the memory of one step of each."""
+    if device.type == "cpu":
+        cpu_kernels.warm_up()
     mems = []
     for step in (library_step, plain_step):
         with _Memory(device) as mem:
@@ -175,6 +177,8 @@ def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 2
           f"{_where(device)}")
     print(f"{'batch':>5} {'library MB':>11} {'plain MB':>9} {'ratio':>7} {'library s':>10} {'plain s':>8} "
           f"{'grad rel. difference':>21}")
+    if device.type == "cpu":
+        cpu_kernels.warm_up()
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)

@@ -226,3 +226,24 @@ def empty_like_rows(array: np.ndarray) -> np.ndarray:
 def empty_like_traces(array: np.ndarray) -> np.ndarray:
     """The stand-in for an absent (B, N, N) argument."""
     return np.empty((0, 0, 0), dtype=array.dtype)
+
+
+def warm_up(dtype=np.float32) -> None:
+    """Compile (or load from Numba's cache) every kernel for ``dtype`` now, so that a measurement that follows
+    counts neither the compiler's time nor its memory."""
+    if not _enabled:
+        return
+    rows, traces, square = np.zeros((1, 1), dtype), np.zeros((1, 1, 1), dtype), np.zeros((1, 1), dtype)
+    no_rows, no_traces, scalars = empty_like_rows(rows), empty_like_traces(traces), np.zeros(1, dtype)
+    trace_step(traces, traces.copy(), rows, rows, rows, 1.0, square, rows, rows.copy())
+    trace_step(traces, traces.copy(), rows, rows, no_rows, 1.0, square, no_rows, no_rows)
+    trace_step_backward(traces.copy(), traces, square, rows, rows, rows, rows.copy(), square.copy(), 1.0, rows, rows,
+                        traces, rows.copy(), rows.copy(), rows.copy())
+    trace_step_backward(traces.copy(), traces, square, rows, rows, rows, rows.copy(), square.copy(), 1.0, rows, rows,
+                        no_traces, rows.copy(), rows.copy(), rows.copy())
+    retro_step(traces, traces, traces.copy(), traces.copy(), rows, rows, rows, 0.1, 1.0, square, rows, rows.copy())
+    retro_step(traces, traces, traces.copy(), traces.copy(), rows, rows, rows, 0.1, 1.0, square, no_rows, no_rows)
+    for prev in (traces, no_traces):
+        retro_step_backward(traces.copy(), traces.copy(), traces, square, rows, rows, rows, 0.1, rows.copy(),
+                            square.copy(), 1.0, rows, rows, prev, rows.copy(), rows.copy(), scalars.copy(),
+                            rows.copy())
