@@ -3,4 +3,5 @@
 from . import cpu_kernels
 from .recurrence import Workspace, fusable, fusable_cell, fused_cell_run, fused_closed_loop, fused_plastic_rnn
 
-__all__ = ["fused_plastic_rnn", "fused_cell_run", "fused_closed_loop", "fusable", "fusable_cell", "Workspace"]
+__all__ = ["fused_plastic_rnn", "fused_cell_run", "fused_closed_loop", "fusable", "fusable_cell", "Workspace",
+           "cpu_kernels"]

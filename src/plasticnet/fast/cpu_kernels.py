@@ -5,7 +5,8 @@ Compiled by Numba on first use (cached on disk after that) and run on one thread
 recurrence runs: the rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with or
 without simple neuromodulation (:func:`trace_step`), and retroactive modulation (:func:`retro_step`), with alpha
 given as a full (N, N) matrix; :mod:`plasticnet.fast.recurrence` turns every other alpha mode into one and keeps
-its PyTorch operations for GPUs, and for when Numba is missing or switched off (:func:`use_cpu_kernels`). Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
+its PyTorch operations for GPUs, and for when Numba is missing or switched off (:func:`use_cpu_kernels`).
+Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
 Empty arrays stand for absent arguments (no decay, no next step): Numba compiles one version per argument type,
 so optional arrays would multiply the compiled versions.

@@ -325,7 +325,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
                     _update_traces(spec, eta, hs[t], hs[t + 1], rate_steps[t], slot_traces[t - start],
                                    slot_traces[t - start + 1], scalar_decay)
             for t in reversed(range(start, stop)):
-                pre, post, rate = hs[t], hs[t + 1], rate_steps[t]
+                post, rate = hs[t + 1], rate_steps[t]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
                 # Through the trace updates, from the adjoints of the traces after the step to those before it;
                 # g_h, the adjoint of the new activity, gathers every path in place.
@@ -518,6 +518,7 @@ def _kernel_backward(ctx, g_out, g_traces_final):
             g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
     d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
     return _gradients(ctx, g_a_all, d_rates, g_z_all if modulated else None, g_h, G, d_alpha, d_eta)
+
 
 def _cell_tensors(cell):
     """The parameters of a cell in the order :class:`_FusedPlasticRNN` takes them (None where absent)."""
