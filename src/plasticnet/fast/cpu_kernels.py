@@ -91,11 +91,10 @@ def trace_step_backward(G, before, alpha, pre, g_a, decay, g_pre, d_alpha, mask_
     rule), zeroed where ``|before| >= mask_clip`` (``before`` is the previous step's ``after``; pass the largest
     float for no mask). Adds ``sum_j alpha before g_a`` to ``g_pre`` (B, N) and ``sum_b before * outer(pre, g_a)``
     to ``d_alpha`` (N, N). Writes what the previous step needs from the new adjoint: ``d_q = prev_pre @ G``,
-    ``g_q = G @ prev_q`` and, if ``prev_before`` is not empty, ``d_decay = sum_i G * prev_before`` (each (B, N)).
-    The loop over j is written twice so that each version vectorises without a branch inside."""
+    ``g_q = G @ prev_q`` and, if ``prev_before`` is not empty, ``d_decay = sum_i G * prev_before`` (each (B, N))."""
     B, N, M = G.shape
     zero = np.zeros(1, dtype=G.dtype)[0]  # accumulate in the arrays' precision
-    has_prev_decay = prev_before.shape[0] > 0
+    has_prev_decay = prev_before.shape[0] > 0  # loop-invariant: the compiler takes the test out of the loop
     d_q[:] = 0
     d_decay[:] = 0
     for b in range(B):
@@ -103,32 +102,21 @@ def trace_step_backward(G, before, alpha, pre, g_a, decay, g_pre, d_alpha, mask_
         for i in range(N):
             p, pp = pre[b, i], prev_pre[b, i]
             g_row, b_row, a_row, da_row = G[b, i], before[b, i], alpha[i], d_alpha[i]
+            pb = prev_before[b, i] if has_prev_decay else b_row
             acc = zero
             acc_q = zero
-            if has_prev_decay:
-                pb = prev_before[b, i]
-                for j in range(M):
-                    bv = b_row[j]
-                    outer = p * gab[j]
-                    acc += a_row[j] * bv * gab[j]
-                    da_row[j] += bv * outer
-                    g = db[j] * g_row[j] + a_row[j] * outer
-                    g = g if abs(bv) < mask_clip else zero
-                    g_row[j] = g
-                    dq[j] += pp * g
-                    acc_q += qb[j] * g
+            for j in range(M):
+                bv = b_row[j]
+                outer = p * gab[j]
+                acc += a_row[j] * bv * gab[j]
+                da_row[j] += bv * outer
+                g = db[j] * g_row[j] + a_row[j] * outer
+                g = g if abs(bv) < mask_clip else zero
+                g_row[j] = g
+                dq[j] += pp * g
+                acc_q += qb[j] * g
+                if has_prev_decay:
                     dd[j] += g * pb[j]
-            else:
-                for j in range(M):
-                    bv = b_row[j]
-                    outer = p * gab[j]
-                    acc += a_row[j] * bv * gab[j]
-                    da_row[j] += bv * outer
-                    g = db[j] * g_row[j] + a_row[j] * outer
-                    g = g if abs(bv) < mask_clip else zero
-                    g_row[j] = g
-                    dq[j] += pp * g
-                    acc_q += qb[j] * g
             g_pre[b, i] += acc
             g_q[b, i] = acc_q
 
@@ -169,7 +157,7 @@ def retro_step_backward(G_plastic, G_elig, plastic, alpha, pre, g_a, rate, eta, 
     ``d_rate = sum_i G_plastic * prev_elig`` (B, N)."""
     B, N, M = G_plastic.shape
     zero = np.zeros(1, dtype=G_plastic.dtype)[0]
-    has_prev_elig = prev_elig.shape[0] > 0
+    has_prev_elig = prev_elig.shape[0] > 0  # loop-invariant: the compiler takes the test out of the loop
     keep = 1 - eta
     d_q[:] = 0
     d_rate[:] = 0
@@ -181,39 +169,25 @@ def retro_step_backward(G_plastic, G_elig, plastic, alpha, pre, g_a, rate, eta, 
             p, pp = pre[b, i], prev_pre[b, i]
             gp_row, ge_row, p_row = G_plastic[b, i], G_elig[b, i], plastic[b, i]
             a_row, da_row = alpha[i], d_alpha[i]
+            pe = prev_elig[b, i] if has_prev_elig else p_row
             acc = zero
             acc_e = zero
-            if has_prev_elig:
-                pe = prev_elig[b, i]
-                for j in range(M):
-                    pv = p_row[j]
-                    gp = gp_row[j]
-                    outer = p * gab[j]
-                    acc += a_row[j] * pv * gab[j]
-                    da_row[j] += pv * outer
-                    ge = keep * ge_row[j] + rb[j] * gp
-                    gp = gp + a_row[j] * outer
-                    gp = gp if abs(pv) < mask_clip else zero
-                    gp_row[j] = gp
-                    ge_row[j] = ge
-                    dq[j] += pp * ge
-                    acc_e += ge * ppb[j]
+            for j in range(M):
+                pv = p_row[j]
+                gp = gp_row[j]
+                outer = p * gab[j]
+                acc += a_row[j] * pv * gab[j]
+                da_row[j] += pv * outer
+                ge = keep * ge_row[j] + rb[j] * gp
+                gp = gp + a_row[j] * outer
+                gp = gp if abs(pv) < mask_clip else zero
+                gp_row[j] = gp
+                ge_row[j] = ge
+                dq[j] += pp * ge
+                acc_e += ge * ppb[j]
+                if has_prev_elig:
                     s += ge * pe[j]
                     dr[j] += gp * pe[j]
-            else:
-                for j in range(M):
-                    pv = p_row[j]
-                    gp = gp_row[j]
-                    outer = p * gab[j]
-                    acc += a_row[j] * pv * gab[j]
-                    da_row[j] += pv * outer
-                    ge = keep * ge_row[j] + rb[j] * gp
-                    gp = gp + a_row[j] * outer
-                    gp = gp if abs(pv) < mask_clip else zero
-                    gp_row[j] = gp
-                    ge_row[j] = ge
-                    dq[j] += pp * ge
-                    acc_e += ge * ppb[j]
             g_pre[b, i] += acc
             g_e_post[b, i] = acc_e
         s_ge[b] = s
