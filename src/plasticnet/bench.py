@@ -6,6 +6,8 @@ source checkout. Memory is the peak of one training step above what was allocate
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.util
 import time
 from pathlib import Path
@@ -35,6 +37,15 @@ def _proc_kib(field: str) -> int:
     raise OSError(field)
 
 
+def _release_free_memory() -> None:
+    """Give the C allocator's free memory back to the system (glibc's ``malloc_trim``), so that the resident memory
+    a step then reaches counts its own allocations even where they reuse memory an earlier step freed."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks may then undercount memory reused from earlier steps
+        pass
+
+
 class _Memory:
     """Peak memory of one training step above what was allocated before it: CUDA's allocator peak on a GPU; on the
     CPU the process's peak resident memory (Linux: reset through /proc/self/clear_refs), which counts every
@@ -55,6 +66,8 @@ class _Memory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
+        gc.collect()
+        _release_free_memory()
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self._base = _proc_kib("VmRSS")
