@@ -225,6 +225,44 @@ def test_cue_reward_modulator_figure(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("task", ["maze", "cue-reward"])
+def test_eval_reports_the_mean_reward_of_fresh_episodes(task, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", task, "--iterations", "1", "--out", str(run), *TRAIN]) == 0
+    capsys.readouterr()
+    results = []
+    for greedy in ([], [], ["--greedy"]):
+        assert main(["eval", task, "--checkpoint", str(run), "--episodes", "5", "--batch-size", "2", "--json",
+                     *greedy]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    sampled, again, greedy = results
+    assert sampled == again  # the same evaluation episodes and actions each time
+    assert (sampled["task"], sampled["episodes"], sampled["greedy"], greedy["greedy"]) == (task, 5, False, True)
+    assert sampled["ci95"] == pytest.approx(1.96 * sampled["std"] / math.sqrt(5))
+
+
+def test_eval_agrees_with_a_rollout_by_hand(tmp_path):
+    """One batch of evaluation episodes is one rollout of the trained agent on the evaluation seeds."""
+    from plasticnet.train.a2c import EVAL_SEED_OFFSET, evaluate_agent, load_agent
+
+    run = tmp_path / "run"
+    assert main(["train", "cue-reward", "--iterations", "2", "--out", str(run), *TRAIN]) == 0
+    _, cfg, agent = load_agent(run)
+    env = cfg.make_env(6, "cpu", seed=EVAL_SEED_OFFSET + 3)
+    with torch.no_grad():
+        totals = rollout(agent, env, torch.Generator().manual_seed(EVAL_SEED_OFFSET + 3), greedy=True).rewards.sum(0)
+    result = evaluate_agent(run, episodes=6, batch_size=6, seed=3, greedy=True)
+    assert result["mean_reward"] == pytest.approx(totals.double().mean().item())
+    assert result["std"] == pytest.approx(totals.double().std().item())
+
+
+def test_eval_refuses_another_task_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "cue-reward", "--iterations", "1", "--out", str(run), *TRAIN]) == 0
+    assert main(["eval", "maze", "--checkpoint", str(run)]) == 2
+    assert "use `plasticnet eval cue-reward`" in _error_line(capsys)
+
+
 def _error_line(capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err

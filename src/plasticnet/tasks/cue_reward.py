@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..envs import CUE_REWARD_PRESETS, CueRewardEnv
-from ..train.a2c import A2CConfig, A2CExperiment
+from ..train.a2c import A2CConfig, A2CExperiment, add_eval_arguments, evaluate
 
-__all__ = ["CueRewardTrainConfig", "A2CExperiment"]
+__all__ = ["CueRewardTrainConfig", "A2CExperiment", "add_eval_arguments", "evaluate"]
 
 
 @dataclass

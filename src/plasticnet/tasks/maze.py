@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..envs import MAZE_PRESETS, MazeEnv
-from ..train.a2c import A2CConfig, A2CExperiment
+from ..train.a2c import A2CConfig, A2CExperiment, add_eval_arguments, evaluate
 
-__all__ = ["MazeTrainConfig", "A2CExperiment"]
+__all__ = ["MazeTrainConfig", "A2CExperiment", "add_eval_arguments", "evaluate"]
 
 
 @dataclass

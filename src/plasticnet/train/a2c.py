@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 
@@ -112,17 +112,21 @@ class Episode(NamedTuple):
     hidden: torch.Tensor
 
 
-def rollout(agent: RecurrentAgent, env, generator: torch.Generator, watch=None) -> Episode:
+def rollout(agent: RecurrentAgent, env, generator: torch.Generator, watch=None, greedy: bool = False) -> Episode:
     """Run one episode on every environment of ``env``. Actions are sampled from the softmax by the Gumbel-max
     trick with noise drawn for the whole episode up front, so a step is a few batched operations and never waits
-    for the host. ``watch(env)``, if given, is called after the reset and after every step (to record positions,
-    cues...)."""
+    for the host; ``greedy`` takes the most likely action instead. ``watch(env)``, if given, is called after the
+    reset and after every step (to record positions, cues...)."""
     obs = env.reset()
     if watch is not None:
         watch(env)
-    uniform = torch.rand(env.episode_length, env.batch_size, env.n_actions, generator=generator, device=obs.device)
+    shape = (env.episode_length, env.batch_size, env.n_actions)
     with torch.no_grad():  # the scores' bias and the noise, added once for the whole episode
-        noisy_bias = agent.h2o.bias - torch.log(-torch.log(uniform))
+        if greedy:
+            noisy_bias = agent.h2o.bias.expand(shape)
+        else:
+            uniform = torch.rand(shape, generator=generator, device=obs.device)
+            noisy_bias = agent.h2o.bias - torch.log(-torch.log(uniform))
     weight = agent.h2o.weight.t()
     actions, rewards = [], []
 
@@ -233,3 +237,62 @@ def load_agent(path: Path, device="cpu") -> tuple[str, A2CConfig, RecurrentAgent
     agent = make_agent(cfg, cfg.make_env(1, device, seed=0)).to(device)
     agent.load_state_dict(saved["model"])
     return saved["task"], cfg, agent
+
+
+# Evaluation episodes are drawn from seeds this far from the one given, apart from any training run's episodes.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def evaluate_agent(path: Path, episodes: int, batch_size: int = 100, seed: int = 0, greedy: bool = False,
+                   device="cpu", task: Optional[str] = None) -> dict:
+    """Total reward per episode of the agent in ``path`` over ``episodes`` fresh episodes of its task and
+    environment, run ``batch_size`` at a time without learning (the agent's plasticity still runs within each
+    episode): mean, standard deviation and the half-width of the 95% interval of the mean. ``seed`` and
+    ``batch_size`` pick the episodes. ``task``, if given, is the task the checkpoint must hold."""
+    if episodes < 1 or batch_size < 1:
+        raise ConfigError(f"--episodes and --batch-size must be at least 1, got {episodes} and {batch_size}")
+    saved_task, cfg, agent = load_agent(path, device)
+    if task is not None and saved_task != task:
+        raise CheckpointError(f"{path} holds a {saved_task} agent; use `plasticnet eval {saved_task}`")
+    generator = torch.Generator(device=device)
+    generator.manual_seed(EVAL_SEED_OFFSET + seed)
+    totals = []
+    with torch.no_grad():
+        for start in range(0, episodes, batch_size):
+            env = cfg.make_env(min(batch_size, episodes - start), device, seed=EVAL_SEED_OFFSET + seed + start)
+            totals.append(rollout(agent, env, generator, greedy=greedy).rewards.sum(0))
+    totals = torch.cat(totals).double()
+    std = totals.std().item() if episodes > 1 else 0.0
+    return {"task": saved_task, "agent": cfg.agent, "env": cfg.env, "episodes": episodes, "greedy": greedy,
+            "mean_reward": totals.mean().item(), "std": std, "ci95": 1.96 * std / math.sqrt(episodes)}
+
+
+def add_eval_arguments(parser) -> None:
+    """``plasticnet eval maze|cue-reward``."""
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                        help="a run directory, its checkpoint.pt, or an exported model")
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes to average (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=100, help="episodes run at once (default 100)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="take the most likely action (default: sample, as in training)")
+    parser.add_argument("--seed", type=int, default=0, help="which evaluation episodes (default 0; drawn apart "
+                                                            "from the training episodes)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def evaluate(args) -> int:
+    """Mean total reward per episode of a trained agent, with its 95% interval."""
+    import json
+
+    from .loop import resolve_device
+
+    result = evaluate_agent(args.checkpoint, args.episodes, args.batch_size, args.seed, args.greedy,
+                            resolve_device(args.device), task=args.task)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['task']} ({result['env']}), agent {result['agent']}: mean reward {result['mean_reward']:.3f} "
+              f"+- {result['ci95']:.3f} (95% interval) over {result['episodes']} episodes, "
+              f"{'greedy' if result['greedy'] else 'sampled'} actions")
+    return 0
