@@ -92,8 +92,10 @@ def test_module_entry_point():
     assert result.returncode == 0 and result.stdout.startswith("plasticnet ")
 
 
-def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
-    """A scheduler's SIGTERM stops a run the way Ctrl-C does: checkpoint written, exit code 130, resumable."""
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_saves_a_checkpoint_that_resumes(signum, tmp_path):
+    """SIGTERM (a scheduler, `kill`) and Ctrl-C end a run after the iteration under way: whole metric lines, a
+    checkpoint, exit code 130, and a resumed run that goes on from there."""
     import signal
     import time
 
@@ -105,7 +107,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
     while not metrics.exists() or metrics.read_text().count("\n") < 2:  # past the first logging points
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     stopped_at = torch.load(run / "checkpoint.pt", weights_only=False)["iteration"]

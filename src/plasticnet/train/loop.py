@@ -17,7 +17,6 @@ not time yet) is logged with that point.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import threading
@@ -100,22 +99,31 @@ def dry_run(task_name: str, cfg, preset: str = "") -> dict:
     return info
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Inside the block, SIGTERM raises KeyboardInterrupt as Ctrl-C does (main thread only: Python delivers
-    signals there). Background jobs of a non-interactive shell ignore SIGINT, so SIGTERM is how they get stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _StopRequests:
+    """Inside the block, Ctrl-C (SIGINT) and SIGTERM (what ``kill`` and schedulers send) ask the loop to stop after
+    the iteration under way, so that no update is half applied and no metrics line half written; a second Ctrl-C
+    stops at once. Main thread only (Python delivers signals there); a SIGINT ignored by the parent (a background
+    job of a non-interactive shell) stays ignored."""
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _request(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = False, progress: bool = True,
@@ -123,8 +131,8 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     """Train ``task_name`` with ``cfg`` into ``out_dir``; with ``resume``, continue from its checkpoint.
 
     ``stop_when(metrics)`` and ``time_budget`` (seconds) end a run early at a logging point (the demo uses both).
-    Ctrl-C or SIGTERM (what schedulers and ``kill`` send) saves a checkpoint before leaving, so no finished
-    iteration is lost.
+    Ctrl-C or SIGTERM (what schedulers and ``kill`` send) ends the run after the iteration under way, with a
+    checkpoint, then raises KeyboardInterrupt: no finished iteration is lost.
     """
     task = get_task(task_name)
     out = Path(out_dir)
@@ -160,7 +168,7 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     iteration = start
     bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
     try:
-        with _sigterm_as_interrupt(), (out / METRICS).open("a") as log:
+        with _StopRequests() as stop, (out / METRICS).open("a") as log:
             while iteration < total:
                 values = experiment.step(iteration)
                 iteration += 1
@@ -188,6 +196,8 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                         break
                 if iteration % cfg.save_every == 0:
                     save(iteration)
+                if stop.requested:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         save(iteration)
         bar.close()
