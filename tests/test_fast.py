@@ -208,14 +208,25 @@ def test_closed_loop_equals_stepping_the_cell(cfg, every):
             torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=name)
 
 
-def test_closed_loop_refuses_a_backward_after_its_buffers_were_reused():
+def test_a_second_call_before_the_first_backward_gets_buffers_of_its_own():
+    """A workspace is reused only once the backward pass of the call that used it has run: two episodes run before
+    either backward pass both get their own gradients right; after a backward pass, the buffers are reused."""
     cell = _modulated_cell(dict(rule="clip", alpha="full", modulation="simple"), input_size=3)
     x0 = torch.randn(2, 3, dtype=torch.float64)
+    expected = torch.autograd.grad(fused_closed_loop(cell, x0, _feedback_input, 4).sum(), cell.w)
     workspace = Workspace()
     first = fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
-    fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        first.sum().backward()
+    second = fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
+    assert workspace.busy
+    for out in (second, first):
+        torch.testing.assert_close(torch.autograd.grad(out.sum(), cell.w), expected, rtol=1e-12, atol=1e-12)
+    assert not workspace.busy
+    buffer = workspace.get("h", (5, 2, 4), x0)
+    fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace).sum().backward()
+    assert workspace.get("h", (5, 2, 4), x0).data_ptr() == buffer.data_ptr()
+    with torch.no_grad():  # no backward pass will come: nothing stays reserved
+        fused_closed_loop(cell, x0, _feedback_input, 4, workspace=workspace)
+    assert not workspace.busy
 
 
 @pytest.mark.parametrize("cfg, kernel", [(dict(rule="hebb"), "trace_step"),

@@ -203,7 +203,7 @@ class PlasticRNN(nn.Module):
 
     ``fused=True`` (default) runs tanh networks with the ``hebb``, ``oja`` or ``clip`` rule (retroactive
     modulation: ``clip`` only) through :func:`plasticnet.fast.fused_cell_run`: the same results, faster, with a
-    hand-written backward pass;
+    hand-written backward pass and buffers kept from one call to the next;
     ``checkpoint_every=k`` then keeps only every k-th trace for the backward pass and recomputes the others
     (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory). Other
     configurations step the cell, so autograd keeps every trace.
@@ -212,7 +212,7 @@ class PlasticRNN(nn.Module):
     def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False, fused: bool = True,
                  checkpoint_every: Optional[int] = None, **cell_kwargs):
         super().__init__()
-        from .fast import fusable_cell
+        from .fast import Workspace, fusable_cell
 
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every}")
@@ -220,6 +220,7 @@ class PlasticRNN(nn.Module):
         self.cell = PlasticRNNCell(input_size, hidden_size, **cell_kwargs)
         self.checkpoint_every = checkpoint_every
         self.fused = fused and fusable_cell(self.cell)
+        self._workspace = Workspace()  # the fused path's buffers, kept between calls
 
     def initial_state(self, batch_size: int) -> PlasticState:
         return self.cell.initial_state(batch_size)
@@ -246,7 +247,7 @@ class PlasticRNN(nn.Module):
         if state is None:
             state = cell.initial_state(x.shape[1])
         drive = x if cell.i2h is None else cell.i2h(x)
-        outputs, (hebb, eligibility) = fused_cell_run(cell, drive, state, self.checkpoint_every)
+        outputs, (hebb, eligibility) = fused_cell_run(cell, drive, state, self.checkpoint_every, self._workspace)
         return outputs, PlasticState(outputs[-1], hebb, eligibility)
 
 

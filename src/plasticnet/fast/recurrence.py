@@ -14,8 +14,8 @@ neuromodulation with or without fan-out, or retroactive neuromodulation with the
 
 Two ways to feed it: the drive of every step given up front (:func:`fused_plastic_rnn`, :func:`fused_cell_run`),
 or a closed loop (:func:`fused_closed_loop`) where each step's input is computed from the previous step's activity
-by a function the gradient does not go through, as when an agent acts in an environment. The closed loop can reuse
-its buffers from one call to the next (:class:`Workspace`), which on a CPU saves the page faults of fresh memory.
+by a function the gradient does not go through, as when an agent acts in an environment. Every form can reuse its
+buffers from one call to the next (:class:`Workspace`), which on a CPU saves the page faults of fresh memory.
 
 Every non-retroactive rule of the form ``trace = clip(decay * trace + outer(pre, q))`` fits; see
 :func:`_decay_and_q`.
@@ -62,12 +62,17 @@ class _Plasticity:
 
 
 class Workspace:
-    """Buffers that a closed loop keeps from one call to the next. A call overwrites the previous call's buffers,
-    so backpropagate through an episode before running the next one with the same workspace (autograd refuses
-    otherwise: "modified by an inplace operation")."""
+    """Buffers kept from one call to the next (on a CPU, fresh memory costs a page fault per 4 KB written: at 1001
+    units that was most of a step). A call uses them unless the backward pass of an earlier call that used them has
+    not run yet: then it allocates its own, so a pending graph never sees its buffers overwritten. A graph that is
+    dropped without a backward pass keeps them reserved (later calls allocate); ``release()`` frees them."""
 
     def __init__(self):
         self._buffers: dict[str, torch.Tensor] = {}
+        self.busy = False
+
+    def release(self) -> None:
+        self.busy = False
 
     def get(self, name: str, shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
         dtype = dtype or like.dtype
@@ -176,6 +181,13 @@ class _Run:
     workspace: Workspace
     x0: Optional[torch.Tensor] = None
     feedback: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
+    graph: bool = False  # whether a backward pass will follow (set by _apply)
+
+
+def _apply(run: _Run, *tensors):
+    """:class:`_FusedPlasticRNN` on ``tensors``, telling it whether a backward pass can follow."""
+    run.graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return _FusedPlasticRNN.apply(*tensors, run)
 
 
 class _FusedPlasticRNN(torch.autograd.Function):
@@ -188,6 +200,10 @@ class _FusedPlasticRNN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, run: _Run):
         spec, T, ws = run.spec, run.steps, run.workspace
+        if ws.busy:  # an earlier call's backward pass still needs these buffers
+            ws = Workspace()
+        ws.busy = run.graph
+        ctx.workspace = ws
         B, N = h0.shape
         k = min(run.checkpoint_every or T, T)
         n_chunks = math.ceil(T / k)
@@ -313,7 +329,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
         G_elig_t = G_elig.transpose(1, 2) if retro else None
         per_example_alpha_grad = full_alpha and N >= _PER_EXAMPLE_ALPHA_GRAD_UNITS and h.device.type == "cpu"
         d_alpha_by_example = h.new_zeros(B, N, N) if full_alpha and not per_example_alpha_grad else None
-        work = all_traces if ctx.keep_all else run.workspace.get(
+        work = all_traces if ctx.keep_all else ctx.workspace.get(
             "work", _work_shape(False, k, T, (spec.n_traces, B, N, N)), h)
         scalar_decay = None if ctx.keep_all else _scalar_decay(spec, eta)
         g_h = g_outs[T - 1].clone()
@@ -388,6 +404,7 @@ def _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, d_eta):
     """What both backward passes end with: the gradients that sum per-step terms over the whole sequence, as one
     matrix product each, in the order :meth:`_FusedPlasticRNN.forward` takes its inputs."""
     u, x, h, _, _, mods, _, *_ = ctx.saved_tensors
+    ctx.workspace.release()
     spec, T = ctx.run.spec, ctx.run.steps
     B = h.shape[1]
     flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
@@ -447,7 +464,7 @@ def _kernel_backward(ctx, g_out, g_traces_final):
         elif spec.kind == "oja":
             decay_np = torch.rsub(q_all * h[1:], 1).numpy()
         ones_np = h.new_ones(B, N).numpy()
-    work = all_traces if ctx.keep_all else run.workspace.get(
+    work = all_traces if ctx.keep_all else ctx.workspace.get(
         "work", _work_shape(False, k, T, (spec.n_traces, B, N, N)), h)
     g_h, g_carry, pending = g_outs[T - 1].clone(), None, True
     for c in reversed(range(math.ceil(T / k))):
@@ -539,12 +556,12 @@ def _initial_traces(cell, state) -> torch.Tensor:
     return state.hebb.unsqueeze(0)
 
 
-def fused_cell_run(cell, u: torch.Tensor, state, checkpoint_every: Optional[int] = None):
+def fused_cell_run(cell, u: torch.Tensor, state, checkpoint_every: Optional[int] = None,
+                   workspace: Optional[Workspace] = None):
     """Run ``cell`` (see :func:`fusable_cell`) over the drive ``u`` (T, B, N) (its input part, ``i2h(x)`` or x)
     from ``state``. Returns all activities (T, B, N) and the final traces ``(hebb, eligibility or None)``."""
-    run = _Run(_plasticity(cell), u.shape[0], checkpoint_every, Workspace())
-    out, traces = _FusedPlasticRNN.apply(u, None, None, state.h, _initial_traces(cell, state), *_cell_tensors(cell),
-                                         run)
+    run = _Run(_plasticity(cell), u.shape[0], checkpoint_every, workspace or Workspace())
+    out, traces = _apply(run, u, None, None, state.h, _initial_traces(cell, state), *_cell_tensors(cell))
     return out, (traces[0], traces[1] if cell.modulation == "retroactive" else None)
 
 
@@ -556,18 +573,19 @@ def fused_closed_loop(cell, x0: torch.Tensor, feedback: Callable[[int, torch.Ten
     (steps, B, N), differentiable with respect to every parameter of the cell."""
     state = cell.initial_state(x0.shape[0])
     run = _Run(_plasticity(cell), steps, checkpoint_every, workspace or Workspace(), x0, feedback)
-    out, _ = _FusedPlasticRNN.apply(None, cell.i2h.weight, cell.i2h.bias, state.h, _initial_traces(cell, state),
-                                    *_cell_tensors(cell), run)
+    out, _ = _apply(run, None, cell.i2h.weight, cell.i2h.bias, state.h, _initial_traces(cell, state),
+                    *_cell_tensors(cell))
     return out
 
 
-def fused_plastic_rnn(u, h0, trace0, w, alpha, eta, rule: Rule, checkpoint_every: Optional[int] = None):
+def fused_plastic_rnn(u, h0, trace0, w, alpha, eta, rule: Rule, checkpoint_every: Optional[int] = None,
+                      workspace: Optional[Workspace] = None):
     """Run T tanh plastic steps with a learned scalar eta on the drive ``u`` (T, B, N) from state (h0, trace0).
 
-    Returns all activities (T, B, N) and the final trace. ``checkpoint_every`` trades memory for recomputation.
+    Returns all activities (T, B, N) and the final trace. ``checkpoint_every`` trades memory for recomputation;
+    a ``workspace`` kept from call to call saves allocating its buffers each time.
     """
     spec = _Plasticity(rule.name, getattr(rule, "clip", 0.0), None, False)
-    run = _Run(spec, u.shape[0], checkpoint_every, Workspace())
-    out, traces = _FusedPlasticRNN.apply(u, None, None, h0, trace0.unsqueeze(0), w, alpha, eta, None, None, None,
-                                         None, run)
+    run = _Run(spec, u.shape[0], checkpoint_every, workspace or Workspace())
+    out, traces = _apply(run, u, None, None, h0, trace0.unsqueeze(0), w, alpha, eta, None, None, None, None)
     return out, traces[0]
