@@ -100,15 +100,20 @@ def test_a_stopped_run_saves_a_checkpoint_that_resumes(signum, tmp_path):
     import time
 
     run = tmp_path / "run"
+    # SIGINT as a terminal delivers it: a test run in the background inherits it ignored, which the run respects.
     proc = subprocess.Popen([sys.executable, "-m", "plasticnet", *TINY, "--iterations", "1000000", "--out", str(run)],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    metrics = run / "metrics.jsonl"
-    while not metrics.exists() or metrics.read_text().count("\n") < 2:  # past the first logging points
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    proc.send_signal(getattr(signal, signum))
-    _, err = proc.communicate(timeout=60)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run / "metrics.jsonl"
+        while not metrics.exists() or metrics.read_text().count("\n") < 2:  # past the first logging points
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "interrupted" in err
     stopped_at = torch.load(run / "checkpoint.pt", weights_only=False)["iteration"]
     assert stopped_at >= _metrics(run)[-1]["iteration"]
