@@ -264,7 +264,7 @@ def test_device_is_honoured():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_runs_the_same_episodes_as_cpu_without_host_syncs():
+def test_cuda_runs_the_same_episodes_as_cpu_without_host_syncs(steps_match_on_cuda):
     seeds = torch.arange(32) * 104729
     actions = torch.randint(0, 2, (120, 32), generator=torch.Generator().manual_seed(0))
     config = dataclasses.replace(PAPER, flip_prob=0.3, response_penalty=0.1)
@@ -272,15 +272,7 @@ def test_cuda_runs_the_same_episodes_as_cpu_without_host_syncs():
     cpu.reset(episode_seeds=seeds)
     cuda.reset(episode_seeds=seeds)
     assert torch.equal(cpu.stimulus, cuda.stimulus.cpu()) and torch.equal(cpu.cues, cuda.cues.cpu())
-    cuda_actions = actions.cuda()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        cuda_results = [cuda.step(action)[:2] for action in cuda_actions]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    for action, (obs, reward) in zip(actions, cuda_results):
-        expected_obs, expected_reward, _ = cpu.step(action)
-        assert torch.equal(obs.cpu(), expected_obs) and torch.equal(reward.cpu(), expected_reward)
+    steps_match_on_cuda(cpu, cuda, actions)
 
 
 @pytest.mark.parametrize("changes, message", [

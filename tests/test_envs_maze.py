@@ -267,21 +267,13 @@ def test_device_is_honoured():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_runs_the_same_episodes_as_cpu_without_host_syncs():
+def test_cuda_runs_the_same_episodes_as_cpu_without_host_syncs(steps_match_on_cuda):
     seeds = torch.arange(16) * 7919
     actions = torch.randint(0, 4, (200, 16), generator=torch.Generator().manual_seed(0))
     cpu, cuda = MazeEnv(16, "paper-2019"), MazeEnv(16, "paper-2019", device="cuda")
     cpu.reset(episode_seeds=seeds)
     cuda.reset(episode_seeds=seeds)
-    cuda_actions = actions.cuda()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        cuda_results = [cuda.step(action)[:2] for action in cuda_actions]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    for action, (obs, reward) in zip(actions, cuda_results):
-        expected_obs, expected_reward, _ = cpu.step(action)
-        assert torch.equal(obs.cpu(), expected_obs) and torch.equal(reward.cpu(), expected_reward)
+    steps_match_on_cuda(cpu, cuda, actions)
 
 
 def test_step_never_reads_tensors_back_to_the_host(monkeypatch):

@@ -65,9 +65,8 @@ def _maze_frame(walls, agent_rc, reward_rc, caption, cell, Image, ImageDraw):
 def cue_reward_modulator(checkpoint: Path, out: Path, seed: int = 0, device: str = "cpu") -> Path:
     """The neuromodulator ``tanh(h2mod h)`` of the agent in ``checkpoint`` over one episode, with the cues shown
     (the target and the others), the Go signals, the agent's responses and the rewards it received."""
-    import matplotlib
+    from .plot import save_figure  # first: it selects the file-only backend before pyplot loads
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     task, cfg, agent = load_agent(checkpoint, device)
@@ -106,9 +105,4 @@ def cue_reward_modulator(checkpoint: Path, out: Path, seed: int = 0, device: str
     mod.set_ylabel("modulator tanh(h2mod h)")
     mod.set_xlabel("step (shaded: the step after a reward, when the agent sees it)")
     mod.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -104,9 +104,14 @@ def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y
     ax.legend(fontsize=8)
     ax.set_title(f"{metric}: {stat} across seeds" + (", band min-max" if stat == "mean" else ", band 25-75%")
                  + (f", moving average of {smooth} points" if smooth > 1 else ""))
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to ``out`` (creating its folder) and close it; returns the path."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out

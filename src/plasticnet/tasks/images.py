@@ -287,9 +287,8 @@ def evaluate(args) -> int:
 def draw_completion(checkpoint: Path, out: Path, seed: int = 0, rows: int = 4) -> Path:
     """The paper's completion figure on held-out images: per episode, the three images shown, the degraded probe
     and the network's reconstruction at the last step."""
-    import matplotlib
+    from ..plot import save_figure  # first: it selects the file-only backend before pyplot loads
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     device = torch.device("cpu")
@@ -311,12 +310,7 @@ def draw_completion(checkpoint: Path, out: Path, seed: int = 0, rows: int = 4) -
                 ax.set_title(title, fontsize=9)
     mse = float(erased_mse(output, episodes))
     fig.suptitle(f"{cfg.model} network, held-out images (erased-half MSE {mse:.3f})", fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 FIGURES = {"completion": draw_completion}
