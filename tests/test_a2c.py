@@ -13,7 +13,8 @@ from plasticnet.cli import main
 from plasticnet.config import resolve
 from plasticnet.envs import MazeEnv
 from plasticnet.tasks import get_task
-from plasticnet.train.a2c import A2CExperiment, a2c_loss, discounted_returns, make_agent, rollout
+from plasticnet.train.a2c import (A2CExperiment, a2c_loss, discounted_returns, draw_episode, make_agent, rollout,
+                                  run_episode)
 
 
 @pytest.fixture(autouse=True)
@@ -134,6 +135,27 @@ def test_presets_hold_the_papers_settings():
 
 def _tiny(task="maze", preset="paper-2019", **overrides):
     return _cfg(task, preset, batch_size=2, hidden_size=6, **overrides)
+
+
+def test_an_episode_is_its_draws():
+    """An episode is fixed by what is drawn before it (what a CUDA graph of the iteration is fed): the same draws
+    replay it in another environment object, and ``rollout`` draws exactly these from the same generators."""
+    agent = RecurrentAgent(17, 4, "modplast", 6, init_scale=0.2)
+    env, twin = MazeEnv(3, "paper-2019", seed=4), MazeEnv(3, "paper-2019", seed=4)
+    draws = draw_episode(twin, torch.Generator().manual_seed(5))
+    assert draws.uniform.shape == (200, 3, 4)
+    assert not twin.draw_episode_seeds().equal(draws.episode_seeds)  # the environment's generator moved on
+    with torch.no_grad():
+        drawn = rollout(agent, env, torch.Generator().manual_seed(5))
+        replayed = run_episode(agent, MazeEnv(3, "paper-2019"), draws)
+    assert drawn.actions.equal(replayed.actions) and drawn.rewards.equal(replayed.rewards)
+    assert drawn.actions.unique().numel() == 4
+
+
+def test_cuda_graph_setting_is_ignored_on_a_cpu():
+    experiment = A2CExperiment(_tiny(cuda_graph=True), torch.device("cpu"))
+    assert not experiment.graphed and "CUDA graph" not in experiment.describe()["agent"]
+    assert experiment.step(0)["loss"].isfinite()
 
 
 def test_no_update_during_burn_in():

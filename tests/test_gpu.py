@@ -34,3 +34,95 @@ def test_pattern_training_step_on_cuda():
     values = experiment.step(0)
     assert all(v.device.type == "cuda" for v in values.values())
     assert all(p.device.type == "cuda" for p in experiment.model.parameters())
+
+
+def _a2c(task: str, preset: str, graph: bool, **extra):
+    from plasticnet.tasks import get_task
+    from plasticnet.train.a2c import A2CExperiment
+
+    cfg = resolve(get_task(task).config_cls, task, preset, {"device": "cuda", "batch_size": 5, "hidden_size": 24,
+                                                            "burn_in": 1, "cuda_graph": graph, **extra})
+    torch.manual_seed(0)
+    return A2CExperiment(cfg, torch.device("cuda"))
+
+
+@pytest.mark.parametrize("task, preset, extra", [
+    ("maze", "paper-2019", {}), ("maze", "paper-2019", {"checkpoint_every": 7}),
+    ("maze", "simplemaze", {}), ("maze", "paper-2019-plastic", {"rule": "hebb"}), ("maze", "paper-2019-rnn", {}),
+    ("cue-reward", "paper", {}), ("cue-reward", "paper-plastic", {"rule": "oja"})])
+def test_graphed_a2c_iterations_equal_eager_ones(task, preset, extra):
+    """A whole A2C iteration replayed as a CUDA graph gives the eager iteration's metrics and parameters, update after
+    update (burn-in included), every agent kind and rule: nothing in it is frozen at capture but the shapes."""
+    graphed, eager = _a2c(task, preset, True, **extra), _a2c(task, preset, False, **extra)
+    assert graphed.graphed and not eager.graphed and "CUDA graph" in graphed.describe()["agent"]
+    for iteration in range(5):
+        got, expected = graphed.step(iteration), eager.step(iteration)
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_episodes_between_graphed_iterations_change_nothing():
+    """An eager episode of another batch size between two replays (an evaluation, say) leaves the graph's buffers
+    alone: the next iterations are those of a run without it."""
+    from plasticnet.train.a2c import rollout
+
+    graphed, plain = _a2c("maze", "paper-2019", True), _a2c("maze", "paper-2019", True)
+    for iteration in range(3):
+        plain.step(iteration)
+        graphed.step(iteration)
+        env = graphed.cfg.make_env(11, "cuda", seed=iteration)
+        episode = rollout(graphed.model, env, torch.Generator(device="cuda").manual_seed(0))
+        episode.logits.sum().backward()  # the fused path's workspace is used and released, as in training
+    got, expected = graphed.step(3), plain.step(3)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, extra, every", [
+    ("modplast", {}, None), ("modplast", {"fanout": True, "clip": 0.05}, 5), ("plastic", {"rule": "hebb"}, None),
+    ("plastic", {"rule": "oja", "alpha": "per_neuron"}, 4), ("modplast", {"rule": "hebb", "alpha": "scalar"}, 3),
+    ("modplast", {"rule": "oja", "fanout": True}, None)])
+def test_gpu_kernels_equal_the_pytorch_operations(kind, extra, every):
+    """The Triton step kernels give the PyTorch operations' episode and gradients (float64), every rule, alpha mode
+    and modulation they cover, with and without recomputed chunks (clip 0.05 saturates the traces)."""
+    from plasticnet.agents import RecurrentAgent
+    from plasticnet.envs import MazeEnv
+    from plasticnet.fast import gpu_kernels
+    from plasticnet.train.a2c import rollout
+
+    if not gpu_kernels.available():
+        pytest.skip("Triton is not installed or PLASTICNET_GPU_KERNELS=0")
+    results = []
+    for enabled in (True, False):
+        torch.manual_seed(0)
+        agent = RecurrentAgent(17, 4, kind, 40, init_scale=0.3, checkpoint_every=every, **extra).double().cuda()
+        env = MazeEnv(6, "paper-2019", device="cuda", seed=1)
+        with gpu_kernels.use_gpu_kernels(enabled):
+            episode = rollout(agent, env, torch.Generator(device="cuda").manual_seed(2))
+            (episode.logits.sum() + episode.hidden.square().sum()).backward()
+        results.append((episode, [p.grad for p in agent.parameters() if p.grad is not None]))
+    assert results[0][0].actions.equal(results[1][0].actions)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule, alpha, every", [("hebb", "full", None), ("oja", "per_neuron", 4),
+                                               ("clip", "scalar", 3)])
+def test_gpu_kernels_run_open_loops_as_the_pytorch_operations(rule, alpha, every):
+    from plasticnet.fast import gpu_kernels
+
+    if not gpu_kernels.available():
+        pytest.skip("Triton is not installed or PLASTICNET_GPU_KERNELS=0")
+    x = torch.randn(30, 4, 5, dtype=torch.float64, device="cuda")
+    results = []
+    for enabled in (True, False):
+        torch.manual_seed(0)
+        model = PlasticRNN(5, 48, rule=rule, alpha=alpha, checkpoint_every=every).double().cuda()
+        with gpu_kernels.use_gpu_kernels(enabled):
+            out, state = model(x)
+            (out.sum() + 0.3 * state.hebb.sum()).backward()
+        results.append([out, state.hebb] + [p.grad for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)

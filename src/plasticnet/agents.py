@@ -68,7 +68,7 @@ class RecurrentAgent(nn.Module):
         self.h2v = nn.Linear(hidden_size, 1)
         self.fused = fused and fusable_cell(self.cell)
         self.checkpoint_every = checkpoint_every
-        self._workspace = Workspace()
+        self.workspace = Workspace()  # the fused path's buffers; a CUDA graph swaps in buffers of its own
 
     @property
     def hidden_size(self) -> int:
@@ -85,7 +85,7 @@ class RecurrentAgent(nn.Module):
 
         The fused path reuses its buffers: backpropagate through an episode before unrolling the next one."""
         if self.fused:
-            return fused_closed_loop(self.cell, obs, feedback, steps, self.checkpoint_every, self._workspace)
+            return fused_closed_loop(self.cell, obs, feedback, steps, self.checkpoint_every, self.workspace)
         state, hidden = self.initial_state(obs.shape[0]), []
         for t in range(steps):
             h, state = self.cell(obs.to(self.cell.w.dtype), state)

@@ -72,13 +72,17 @@ class BatchedEnv(ABC):
         if seed is not None:
             self.generator.manual_seed(seed)
         if episode_seeds is None:
-            self.episode_seeds = torch.randint(0, EPISODE_SEED_RANGE, (self.batch_size,), generator=self.generator,
-                                               device=self.device)
+            self.episode_seeds = self.draw_episode_seeds()
         else:
             self.episode_seeds = self._checked_seeds(episode_seeds)
         self.t = 0
         self._start()
         return self.observe()
+
+    def draw_episode_seeds(self) -> torch.Tensor:
+        """The next B episode seeds from ``generator``: what :meth:`reset` draws when given none. Drawing them apart
+        from the reset lets a caller run the episode where no random numbers may be drawn (a CUDA graph)."""
+        return torch.randint(0, EPISODE_SEED_RANGE, (self.batch_size,), generator=self.generator, device=self.device)
 
     def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Act in all B episodes; return the next observation, the reward and whether the episodes have ended.

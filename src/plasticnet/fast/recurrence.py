@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from ..rules import ClippedHebb, DecayingHebb, Oja, Rule, SoftBoundHebb
-from . import cpu_kernels
+from . import cpu_kernels, gpu_kernels
 
 FUSABLE_RULES = (DecayingHebb, Oja, ClippedHebb)
 
@@ -133,6 +133,11 @@ def _use_kernels(spec: _Plasticity, like: torch.Tensor) -> bool:
     return like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
 
 
+def _use_gpu_kernels(spec: _Plasticity, like: torch.Tensor) -> bool:
+    """Whether the step goes to :mod:`plasticnet.fast.gpu_kernels` (CUDA tensors, a cell they cover)."""
+    return gpu_kernels.covers(spec.kind, spec.modulation, like.shape[-1], like)
+
+
 def _kernel_clip(spec: _Plasticity) -> float:
     return spec.clip if spec.kind == "clip" else math.inf
 
@@ -153,8 +158,11 @@ def _decay_rows(kind: str, rate, post, q, out) -> Optional[torch.Tensor]:
 
 def _scalar_decay(spec: _Plasticity, eta) -> Optional[float]:
     """The hebb rule's decay ``1 - eta`` as a Python number, read once per call so that no step waits for the
-    device; None where the decay is not one learned scalar."""
-    return 1.0 - float(eta) if spec.kind == "hebb" and spec.modulation is None else None
+    device; None where the decay is not one learned scalar, and while a CUDA graph is captured (a number read then
+    would stay in the graph, stale once eta is updated)."""
+    if spec.kind != "hebb" or spec.modulation is not None or (eta.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return None
+    return 1.0 - float(eta)
 
 
 def _work_shape(keep_all: bool, k: int, T: int, trace_shape) -> tuple:
@@ -233,6 +241,10 @@ class _FusedPlasticRNN(torch.autograd.Function):
         (work if keep_all else chunk_starts)[0] = traces0
         scratch = ws.get("scratch", (B, N, N), h0)
         kernels = _use_kernels(spec, h0)
+        gpu = not kernels and _use_gpu_kernels(spec, h0)
+        if gpu:  # the kernels read rows with unit stride
+            alpha_full, clip = _full_alpha(alpha, N), _kernel_clip(spec)
+            us = None if closed else u.contiguous().unbind(0)
         if kernels:  # numpy views made once; the kernel writes the next step's plastic drive into `drive_next`
             h_np, alpha_np, clip = h.numpy(), _full_alpha(alpha, N).numpy(), _kernel_clip(spec)
             q_buf, decay_buf = ws.get("q", (B, N), h0), ws.get("decay", (B, N), h0)  # q holds the rate if retroactive
@@ -248,34 +260,40 @@ class _FusedPlasticRNN(torch.autograd.Function):
             for t in range(start, stop):
                 pre, post = hs[t], hs[t + 1]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
-                if closed:
-                    drive = torch.addmm(in_b, xs[t], in_wt).addmm_(pre, w)
+                if gpu:
+                    gpu_kernels.forward_step(
+                        xs[t] if closed else us[t], in_w, in_b, pre, before[0], after[0], post, w, alpha_full, mod_w,
+                        mod_b, fan_w, fan_b, eta, mods[t] if spec.modulation else None,
+                        rates[t] if spec.fanout else None, spec.kind, clip)
                 else:
-                    drive = torch.addmm(us[t], pre, w)
-                if kernels and t > 0:
-                    drive.add_(drive_next)
-                else:
-                    _add_plastic_drive(drive, pre, before[0], alpha, scratch)
-                torch.tanh(drive, out=post)
-                rate = rate_steps[t]
-                if spec.modulation:
-                    m = torch.addmm(mod_b, post, mod_wt, out=mods[t]).tanh_()
-                    if spec.fanout:
-                        torch.addmm(fan_b, m, fan_wt, out=rate)
-                if kernels:
-                    drive_next.zero_()
-                    s, n, nxt = slots_np[t - start], slots_np[t - start + 1], h_np[t + 1] if t + 1 < T else no_rows
-                    if eta_f is not None:
-                        q_buf.copy_(rate.expand(B, N))
-                        cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], q_np, eta_f, clip,
-                                               alpha_np, nxt, drive_next_np)
+                    if closed:
+                        drive = torch.addmm(in_b, xs[t], in_wt).addmm_(pre, w)
                     else:
-                        q = torch.mul(rate, post, out=q_buf)
-                        decay = _decay_rows(spec.kind, rate, post, q, decay_buf)
-                        cpu_kernels.trace_step(s[0], n[0], h_np[t], q_np, no_rows if decay is None else decay_np, clip,
-                                               alpha_np, nxt, drive_next_np)
-                else:
-                    _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
+                        drive = torch.addmm(us[t], pre, w)
+                    if kernels and t > 0:
+                        drive.add_(drive_next)
+                    else:
+                        _add_plastic_drive(drive, pre, before[0], alpha, scratch)
+                    torch.tanh(drive, out=post)
+                    rate = rate_steps[t]
+                    if spec.modulation:
+                        m = torch.addmm(mod_b, post, mod_wt, out=mods[t]).tanh_()
+                        if spec.fanout:
+                            torch.addmm(fan_b, m, fan_wt, out=rate)
+                    if kernels:
+                        drive_next.zero_()
+                        s, n, nxt = slots_np[t - start], slots_np[t - start + 1], h_np[t + 1] if t + 1 < T else no_rows
+                        if eta_f is not None:
+                            q_buf.copy_(rate.expand(B, N))
+                            cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], q_np, eta_f, clip,
+                                                   alpha_np, nxt, drive_next_np)
+                        else:
+                            q = torch.mul(rate, post, out=q_buf)
+                            decay = _decay_rows(spec.kind, rate, post, q, decay_buf)
+                            cpu_kernels.trace_step(s[0], n[0], h_np[t], q_np, no_rows if decay is None else decay_np,
+                                                   clip, alpha_np, nxt, drive_next_np)
+                    else:
+                        _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
                 if closed:
                     x_next = run.feedback(t, post)
                     if t + 1 < T:
@@ -291,6 +309,8 @@ class _FusedPlasticRNN(torch.autograd.Function):
     def backward(ctx, g_out, g_traces_final):
         if _use_kernels(ctx.run.spec, ctx.saved_tensors[2]):
             return _kernel_backward(ctx, g_out, g_traces_final)
+        if _use_gpu_kernels(ctx.run.spec, ctx.saved_tensors[2]):
+            return _gpu_backward(ctx, g_out, g_traces_final)
         u, x, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b = \
             ctx.saved_tensors
         run = ctx.run
@@ -535,6 +555,45 @@ def _kernel_backward(ctx, g_out, g_traces_final):
             g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
     d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
     return _gradients(ctx, g_a_all, d_rates, g_z_all if modulated else None, g_h, G, d_alpha, d_eta)
+
+
+def _gpu_backward(ctx, g_out, g_traces_final):
+    """:meth:`_FusedPlasticRNN.backward` with one :mod:`plasticnet.fast.gpu_kernels` call per step (and one per
+    recomputed trace): the same adjoint recursion."""
+    _, _, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b = ctx.saved_tensors
+    run = ctx.run
+    spec, k, T = run.spec, ctx.k, run.steps
+    B, N = h.shape[1:]
+    modulated, clip = spec.modulation is not None, _kernel_clip(spec)
+    hs = h.unbind(0)
+    g_outs = (g_out.contiguous() if g_out is not None else h.new_zeros(T, B, N)).unbind(0)
+    G = g_traces_final.contiguous().clone() if g_traces_final is not None else h.new_zeros(1, B, N, N)
+    g_a_all, d_rates = h.new_empty(T, B, N), h.new_empty(T, B, N)
+    g_z_all = h.new_empty(T, B, 1) if modulated else None
+    g_h, g_h_before, g_pre_rows = g_outs[T - 1].clone(), h.new_empty(B, N), h.new_empty(B, N)
+    alpha_full, d_alpha_ex = _full_alpha(alpha, N), h.new_zeros(B, N, N)
+    step_mods = mods.unbind(0) if modulated else [None] * T
+    step_rates = rates.unbind(0) if spec.fanout else [None] * T
+    work = all_traces if ctx.keep_all else ctx.workspace.get(
+        "work", _work_shape(False, k, T, (spec.n_traces, B, N, N)), h)
+    for c in reversed(range(math.ceil(T / k))):
+        start, stop = c * k, min(T, (c + 1) * k)
+        traces = [slot[0] for slot in _chunk_slots(work, chunk_starts, c, start, stop, ctx.keep_all)]
+        if not ctx.keep_all:  # recomputed, but for the chunk's last trace, kept in chunk_starts
+            for t in range(start, stop - 1):
+                gpu_kernels.forward_step(None, None, None, hs[t], traces[t - start], traces[t - start + 1], hs[t + 1],
+                                         w, alpha_full, mod_w, mod_b, fan_w, fan_b, eta, step_mods[t], step_rates[t],
+                                         spec.kind, clip, compute=False)
+        for t in reversed(range(start, stop)):
+            gpu_kernels.backward_step(
+                G[0], traces[t - start], traces[t - start + 1], hs[t], hs[t + 1], g_h, g_h_before,
+                g_outs[t - 1] if t > 0 else None, g_pre_rows, w, alpha_full, d_alpha_ex, mod_w, fan_w, eta,
+                step_mods[t], step_rates[t], g_a_all[t], d_rates[t], g_z_all[t] if modulated else None, spec.kind,
+                clip)
+            g_h, g_h_before = g_h_before, g_h
+    d_alpha_full = d_alpha_ex.sum(0)
+    d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
+    return _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, None)
 
 
 def _cell_tensors(cell):
