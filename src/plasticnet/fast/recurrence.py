@@ -18,7 +18,8 @@ by a function the gradient does not go through, as when an agent acts in an envi
 buffers from one call to the next (:class:`Workspace`), which on a CPU saves the page faults of fresh memory.
 
 Every non-retroactive rule of the form ``trace = clip(decay * trace + outer(pre, q))`` fits; see
-:func:`_decay_and_q`.
+:func:`_decay_and_q`. The trace work runs in :mod:`.cpu_kernels` on a CPU, in :mod:`.gpu_kernels` (a whole step per
+kernel) on a GPU where they cover the cell, and as PyTorch operations otherwise.
 """
 
 from __future__ import annotations
