@@ -216,7 +216,7 @@ class A2CExperiment:
         self.cfg, self.device = cfg, device
         self.env = cfg.make_env(cfg.batch_size, device, seed=cfg.seed)
         self.model = make_agent(cfg, self.env).to(device)
-        # On a GPU, Adam's update as one fused kernel: as many launches as the rest of a graphed iteration otherwise.
+        # On a GPU, Adam's update in one fused kernel: it runs outside the graph, where every launch counts.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
                                           fused=True if device.type == "cuda" else None)
         # Actions get a stream of their own, apart from the environment's episode seeds.
@@ -224,7 +224,7 @@ class A2CExperiment:
         self.generator.manual_seed(cfg.seed + 0x5EED)
         self.graphed = device.type == "cuda" and cfg.cuda_graph
         self._gradients = GraphedIteration(self._graph_gradients) if self.graphed else self._episode_gradients
-        self._graph_workspace = Workspace()
+        self._graph_workspace = Workspace() if self.graphed else None
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         values = self._gradients(*draw_episode(self.env, self.generator))

@@ -1,9 +1,9 @@
 """A training iteration replayed as one CUDA graph.
 
-An A2C iteration on a GPU is thousands of small kernels (about forty per time step, forward and backward, for
-200 steps); launched one by one from Python, the launches, not the arithmetic, set its time. Captured once as a
-CUDA graph, the whole iteration (environment, sampling, network, traces, loss, backward pass, gradient clipping)
-is one launch.
+An A2C iteration on a GPU is thousands of small kernels (about fifty per time step, forward and backward, with
+PyTorch's operations, for 200 steps); launched one by one from Python, the launches, not the arithmetic, set its
+time. Captured once as a CUDA graph, the whole iteration (environment, sampling, network, traces, loss, backward
+pass, gradient clipping) is one launch.
 """
 
 from __future__ import annotations
