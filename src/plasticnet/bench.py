@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
-from .fast import cpu_kernels
+from .fast import cpu_kernels, gpu_kernels
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -131,7 +131,8 @@ def _training_step(model, inputs, loss_fn):
 
 def _where(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        kernels = "Triton step kernels up to 128 units" if gpu_kernels.available() else "PyTorch trace operations"
+        return f"{torch.cuda.get_device_name(device)}, {kernels}"
     kernels = "Numba trace kernels" if cpu_kernels.available() else "PyTorch trace operations"
     return f"cpu, {torch.get_num_threads()} threads, {kernels}"
 
