@@ -86,6 +86,14 @@ if triton is not None:
             return libdevice.tanh(x)
 
     @triton.jit
+    def _tile(i0, N, j, jm, BI: tl.constexpr):
+        """Rows ``i0 .. i0 + BI`` of an (N, N) matrix: their indices, which of them exist, the tile's mask and its
+        offsets from the matrix's start."""
+        i = i0 + tl.arange(0, BI)
+        im = i < N
+        return i, im, im[:, None] & jm[None, :], i[:, None] * N + j[None, :]
+
+    @triton.jit
     def _forward_step_kernel(inp, inp_stride, in_w, in_b, pre, before, after, post_out, w, alpha, mod_w, mod_b,
                              fan_w, fan_b, eta, mod_out, rate_out, N, X, clip,
                              COMPUTE: tl.constexpr, CLOSED: tl.constexpr, KIND: tl.constexpr,
@@ -108,10 +116,7 @@ if triton is not None:
             else:
                 drive = tl.load(inp + b * inp_stride + j, mask=jm, other=0.0)
             for i0 in range(0, N, BI):
-                i = i0 + tl.arange(0, BI)
-                im = i < N
-                m2 = im[:, None] & jm[None, :]
-                off = i[:, None] * N + j[None, :]
+                i, im, m2, off = _tile(i0, N, j, jm, BI)
                 p = tl.load(pre_b + i, mask=im, other=0.0)
                 tr = tl.load(before + trace_b + off, mask=m2, other=0.0)
                 ww = tl.load(w + off, mask=m2, other=0.0)
@@ -147,10 +152,7 @@ if triton is not None:
         else:
             decay = 1.0
         for i0 in range(0, N, BI):
-            i = i0 + tl.arange(0, BI)
-            im = i < N
-            m2 = im[:, None] & jm[None, :]
-            off = i[:, None] * N + j[None, :]
+            i, im, m2, off = _tile(i0, N, j, jm, BI)
             p = tl.load(pre_b + i, mask=im, other=0.0)
             tr = tl.load(before + trace_b + off, mask=m2, other=0.0)
             new = decay * tr + p[:, None] * q[None, :]
@@ -182,10 +184,8 @@ if triton is not None:
         # Pass 1: the clip's saturated entries zeroed in G (kept for pass 2), and the sums over G that the step's
         # rate and activities need: d_q = pre @ G, G @ q (to the activity before the step), sum_i G * trace.
         for i0 in range(0, N, BI):
-            i = i0 + tl.arange(0, BI)
-            im = i < N
-            m2 = im[:, None] & jm[None, :]
-            off = trace_b + i[:, None] * N + j[None, :]
+            i, im, m2, rel = _tile(i0, N, j, jm, BI)
+            off = trace_b + rel
             g = tl.load(G + off, mask=m2, other=0.0)
             if KIND == 2:
                 a = tl.load(after + off, mask=m2, other=0.0)
@@ -223,10 +223,7 @@ if triton is not None:
         tl.debug_barrier()  # pass 1's stores are read back below, possibly by other threads
         # Pass 2: the adjoint of the activity before the step, of the trace before it, and alpha's gradient.
         for i0 in range(0, N, BI):
-            i = i0 + tl.arange(0, BI)
-            im = i < N
-            m2 = im[:, None] & jm[None, :]
-            rel = i[:, None] * N + j[None, :]
+            i, im, m2, rel = _tile(i0, N, j, jm, BI)
             off = trace_b + rel
             g = tl.load(G + off, mask=m2, other=0.0)
             tr = tl.load(before + off, mask=m2, other=0.0)
