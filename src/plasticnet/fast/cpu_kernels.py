@@ -14,10 +14,9 @@ so optional arrays would multiply the compiled versions.
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import numpy as np
+
+from .switch import KernelSwitch
 
 try:
     import numba
@@ -27,25 +26,18 @@ except ImportError:  # the PyTorch operations do the same work, slower
 # Reassociation and fused multiply-adds let the reductions vectorise; infinities and NaNs keep their meaning
 # (an unclipped rule passes clip = inf).
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-_enabled = numba is not None and os.environ.get("PLASTICNET_CPU_KERNELS", "1") != "0"
+_switch = KernelSwitch(numba is not None, "PLASTICNET_CPU_KERNELS")
 
 
 def available() -> bool:
     """Whether the fused recurrence uses these kernels on CPU tensors (Numba installed and not switched off by
     ``PLASTICNET_CPU_KERNELS=0`` or :func:`use_cpu_kernels`)."""
-    return _enabled
+    return _switch.enabled
 
 
-@contextlib.contextmanager
 def use_cpu_kernels(enabled: bool):
     """Switch the kernels on or off inside a ``with`` block (to compare them with the PyTorch operations)."""
-    global _enabled
-    previous = _enabled
-    _enabled = enabled and numba is not None
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _switch.use(enabled)
 
 
 def _jit(function):
@@ -206,7 +198,7 @@ def empty_like_traces(array: np.ndarray) -> np.ndarray:
 def warm_up(dtype=np.float32) -> None:
     """Compile (or load from Numba's cache) every kernel for ``dtype`` now, so that a measurement that follows
     counts neither the compiler's time nor its memory."""
-    if not _enabled:
+    if not _switch.enabled:
         return
     rows, traces, square = np.zeros((1, 1), dtype), np.zeros((1, 1, 1), dtype), np.zeros((1, 1), dtype)
     no_rows, no_traces, scalars = empty_like_rows(rows), empty_like_traces(traces), np.zeros(1, dtype)

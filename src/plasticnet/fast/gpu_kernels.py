@@ -22,10 +22,11 @@ agree to rounding. ``PLASTICNET_GPU_KERNELS=0`` switches them off; without Trito
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
+
+from .switch import KernelSwitch
 
 try:
     import triton
@@ -38,29 +39,22 @@ MAX_UNITS = 128
 KINDS = {"hebb": 0, "oja": 1, "clip": 2}
 # Triton's interpreter (TRITON_INTERPRET=1, for testing on a CPU) has no libdevice: tanh is then computed from exp.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_enabled = triton is not None and os.environ.get("PLASTICNET_GPU_KERNELS", "1") != "0"
+_switch = KernelSwitch(triton is not None, "PLASTICNET_GPU_KERNELS")
 
 
 def available() -> bool:
     """Whether the fused recurrence runs these kernels on CUDA tensors (Triton installed and not switched off)."""
-    return _enabled
+    return _switch.enabled
 
 
-@contextlib.contextmanager
 def use_gpu_kernels(enabled: bool):
     """Switch the kernels on or off inside a ``with`` block (to compare them with the PyTorch operations)."""
-    global _enabled
-    previous = _enabled
-    _enabled = enabled and triton is not None
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _switch.use(enabled)
 
 
 def covers(kind: str, modulation, n_units: int, like: torch.Tensor) -> bool:
     """Whether these kernels run a cell with this rule, modulation and size on ``like``'s device and dtype."""
-    return (_enabled and (like.is_cuda or _INTERPRET) and kind in KINDS and modulation in (None, "simple")
+    return (_switch.enabled and (like.is_cuda or _INTERPRET) and kind in KINDS and modulation in (None, "simple")
             and n_units <= MAX_UNITS and like.dtype in (torch.float32, torch.float64))
 
 
