@@ -1,18 +1,29 @@
-"""CPU kernels for the fused recurrence's trace work: one pass over the (B, N, N) traces per step, forward and
-backward, where PyTorch's element-wise operations take four to eight (each reads and writes whole traces).
+"""CPU kernels of the fused recurrence (Numba): a whole time step forward, and the whole backward pass.
 
-Compiled by Numba on first use (cached on disk after that) and run on one thread. They cover every cell the fused
-recurrence runs: the rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with or
-without simple neuromodulation (:func:`trace_step`), and retroactive modulation (:func:`retro_step`), with alpha
-given as a full (N, N) matrix; :mod:`plasticnet.fast.recurrence` turns every other alpha mode into one and keeps
-its PyTorch operations for GPUs, and for when Numba is missing or switched off (:func:`use_cpu_kernels`).
+Both go example by example, because examples are independent given the weights, and one example's trace
+(``N * N`` numbers: 40 KB at 100 units) fits in a core's cache where the batch's traces do not:
+
+- :func:`plastic_step` and :func:`retro_step` run one time step of every example: the drive (input, recurrent and
+  plastic parts), tanh, the neuromodulator and the trace update, reading the example's trace from memory once;
+- :func:`plastic_backward` and :func:`retro_backward` run the whole adjoint recursion of each example, chunk by
+  chunk from the last: the chunk's traces are recomputed from its first one (kept by the forward pass), then the
+  steps go back through them while they, the trace adjoint and the weights stay in cache. Examples are shared out
+  among threads (as many as ``torch.get_num_threads()``); each keeps its own alpha gradient, so that the result
+  does not depend on the number of threads.
+
+Cells covered: tanh units, rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with
+a learned eta or simple neuromodulation (with or without fan-out), and retroactive modulation with the clip rule;
+alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one). GPUs, and CPUs
+without Numba or with these kernels switched off (:func:`use_cpu_kernels`), run PyTorch operations instead.
 Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
-Empty arrays stand for absent arguments (no decay, no next step): Numba compiles one version per argument type,
-so optional arrays would multiply the compiled versions.
+Empty arrays stand for absent arguments (no input weights, no modulator, no fan-out): Numba compiles one version per
+argument type, so optional arguments would multiply the compiled versions.
 """
 
 from __future__ import annotations
+
+import types
 
 import numpy as np
 
@@ -28,6 +39,10 @@ except ImportError:  # the PyTorch operations do the same work, slower
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _switch = KernelSwitch(numba is not None, "PLASTICNET_CPU_KERNELS")
 
+# The rule, as the kernels take it.
+HEBB, OJA, CLIP = 0, 1, 2
+KINDS = {"hebb": HEBB, "oja": OJA, "clip": CLIP}
+
 
 def available() -> bool:
     """Whether the fused recurrence uses these kernels on CPU tensors (Numba installed and not switched off by
@@ -40,177 +55,467 @@ def use_cpu_kernels(enabled: bool):
     return _switch.use(enabled)
 
 
-def _jit(function):
+def _jit(function=None, parallel=False, inline=False):
+    if function is None:
+        return lambda f: _jit(f, parallel, inline)
     if numba is None:
         return function
-    return numba.njit(cache=True, fastmath=_FASTMATH, nogil=True, boundscheck=False)(function)
+    return numba.njit(cache=True, fastmath=_FASTMATH, nogil=True, boundscheck=False, parallel=parallel,
+                      inline="always" if inline else "never")(function)
 
 
-@_jit
-def trace_step(before, after, pre, q, decay, clip, alpha, nxt, drive):
-    """``after = clip(decay * before + outer(pre, q), -clip, clip)``, then, if ``nxt`` is not empty,
-    ``drive[b, j] += sum_i nxt[b, i] alpha[i, j] after[b, i, j]``: the next step's plastic drive, read while the
-    new trace is still in cache. ``decay`` (B, N) over j, or empty for none; ``drive`` is added to."""
-    B, N, M = before.shape
-    has_decay = decay.shape[0] > 0
-    has_drive = nxt.shape[0] > 0
-    for b in range(B):
-        qb = q[b]
-        for i in range(N):
-            p = pre[b, i]
-            src, dst = before[b, i], after[b, i]
-            if has_decay:
-                db = decay[b]
-                for j in range(M):
-                    dst[j] = min(max(db[j] * src[j] + p * qb[j], -clip), clip)
-            else:
-                for j in range(M):
-                    dst[j] = min(max(src[j] + p * qb[j], -clip), clip)
-            if has_drive:
-                n, ai, dr = nxt[b, i], alpha[i], drive[b]
-                for j in range(M):
-                    dr[j] += n * ai[j] * dst[j]
+# A step's parts, inlined where they are used: a call that is not inlined costs more than a row's work, and stops
+# the compiler from vectorising across it.
+_part = _jit(inline=True)
 
 
-@_jit
-def trace_step_backward(G, before, alpha, pre, g_a, decay, g_pre, d_alpha, mask_clip,
-                        prev_pre, prev_q, prev_before, d_q, g_q, d_decay):
-    """One step of the adjoint recursion through ``after = clip(decay * before + outer(pre, q))`` and the plastic
-    drive ``pre @ (alpha * before)``, in one pass.
-
-    On entry ``G`` is the adjoint of ``after`` with the clip's saturated entries already zeroed; on return it is the
-    adjoint of ``before``: ``decay * G + alpha * outer(pre, g_a)`` (``decay`` (B, N) over j: ones for the clip
-    rule), zeroed where ``|before| >= mask_clip`` (``before`` is the previous step's ``after``; pass the largest
-    float for no mask). Adds ``sum_j alpha before g_a`` to ``g_pre`` (B, N) and ``sum_b before * outer(pre, g_a)``
-    to ``d_alpha`` (N, N). Writes what the previous step needs from the new adjoint: ``d_q = prev_pre @ G``,
-    ``g_q = G @ prev_q`` and, if ``prev_before`` is not empty, ``d_decay = sum_i G * prev_before`` (each (B, N))."""
-    B, N, M = G.shape
-    zero = np.zeros(1, dtype=G.dtype)[0]  # accumulate in the arrays' precision
-    has_prev_decay = prev_before.shape[0] > 0  # loop-invariant: the compiler takes the test out of the loop
-    d_q[:] = 0
-    d_decay[:] = 0
-    for b in range(B):
-        gab, db, qb, dq, dd = g_a[b], decay[b], prev_q[b], d_q[b], d_decay[b]
-        for i in range(N):
-            p, pp = pre[b, i], prev_pre[b, i]
-            g_row, b_row, a_row, da_row = G[b, i], before[b, i], alpha[i], d_alpha[i]
-            pb = prev_before[b, i] if has_prev_decay else b_row
-            acc = zero
-            acc_q = zero
-            for j in range(M):
-                bv = b_row[j]
-                outer = p * gab[j]
-                acc += a_row[j] * bv * gab[j]
-                da_row[j] += bv * outer
-                g = db[j] * g_row[j] + a_row[j] * outer
-                g = g if abs(bv) < mask_clip else zero
-                g_row[j] = g
-                dq[j] += pp * g
-                acc_q += qb[j] * g
-                if has_prev_decay:
-                    dd[j] += g * pb[j]
-            g_pre[b, i] += acc
-            g_q[b, i] = acc_q
+_prange = numba.prange if numba is not None else range
 
 
-@_jit
-def retro_step(plastic, elig, plastic_after, elig_after, pre, post, rate, eta, clip, alpha, nxt, drive):
-    """Retroactive modulation: ``plastic_after = clip(plastic + rate * elig)`` (``rate`` (B, N) over j),
-    ``elig_after = (1 - eta) elig + eta outer(pre, post)``, then, if ``nxt`` is not empty, the next step's plastic
-    drive ``drive[b, j] += sum_i nxt[b, i] alpha[i, j] plastic_after[b, i, j]``."""
-    B, N, M = plastic.shape
-    has_drive = nxt.shape[0] > 0
+def _renamed(function, suffix: str):
+    """A copy of ``function`` under another name: Numba's disk cache tells functions apart by name only, and would
+    give a parallel version the serial one's code."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + suffix,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = function.__qualname__ + suffix
+    return copy
+
+
+class _Kernel:
+    """A kernel whose last argument is the number of groups of examples that it shares out among threads, compiled
+    twice: serially, for one group, and in parallel, for more (so that one thread never wakes a thread pool)."""
+
+    def __init__(self, function):
+        self.__name__, self.__doc__ = function.__name__, function.__doc__
+        self.serial, self.parallel = _jit(function), _jit(_renamed(function, "_parallel"), parallel=True)
+
+    def __call__(self, *args):
+        return self._run(args[-1] > 1, args)
+
+    def compile(self, *args) -> None:
+        """Compile both versions (or load them from Numba's cache) by running them on ``args``."""
+        self._run(False, args)
+        self._run(True, args)
+
+    def _run(self, parallel: bool, args):
+        if not parallel:
+            return self.serial(*args)
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return self.parallel(*args)
+        finally:  # Numba's OpenMP layer, on its first use, sets the thread count of the OpenMP that PyTorch shares
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+
+def threads(batch_size: int) -> int:
+    """How many threads the backward kernels use: PyTorch's thread count, within Numba's and the batch size."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch_size))
+
+
+@_part
+def _input(a, x, in_w, in_b):
+    """``a = in_b + in_w @ x`` if ``in_w`` is not empty, else ``a = x`` (a drive given up front)."""
+    if in_w.shape[0] == 0:
+        a[:] = x
+        return
+    for j in range(a.shape[0]):
+        s = in_b[j]
+        for m in range(x.shape[0]):
+            s += in_w[j, m] * x[m]
+        a[j] = s
+
+
+@_part
+def _add_drive(drive, pre, w, alpha, trace_row, i):
+    """``drive += pre[i] * (w[i] + alpha[i] * trace_row)``: row i's part of ``pre @ (w + alpha * trace)``."""
+    p, w_row, a_row = pre[i], w[i], alpha[i]
+    for j in range(drive.shape[0]):
+        drive[j] += p * (w_row[j] + a_row[j] * trace_row[j])
+
+
+@_part
+def _activity_and_rate(a, rate, eta, mod_w, mod_b, fan_w, fan_b):
+    """``a = tanh(a)`` in place, and the plasticity rate it gives, per post-synaptic unit, into ``rate``: eta if
+    ``mod_w`` is empty, else ``m = tanh(mod_w @ a + mod_b)`` or its fan-out ``fan_w m + fan_b``. Returns m (0
+    without modulation)."""
+    N = a.shape[0]
+    for j in range(N):
+        a[j] = np.tanh(a[j])
+    if mod_w.shape[0] == 0:
+        for j in range(N):
+            rate[j] = eta
+        return eta * 0
+    z = mod_b[0]
+    for j in range(N):
+        z += mod_w[0, j] * a[j]
+    m = np.tanh(z)
+    if fan_w.shape[0] > 0:
+        for j in range(N):
+            rate[j] = fan_b[j] + fan_w[j, 0] * m
+    else:
+        for j in range(N):
+            rate[j] = m
+    return m
+
+
+@_part
+def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive):
+    """``after = clip(decay * before + outer(pre, q), -clip, clip)`` (no decay for the clip rule; ``after`` may be
+    ``before``), then, if ``nxt`` is not empty, the next step's ``drive += nxt @ (w + alpha * after)``, each row
+    while it is in cache."""
+    N = pre.shape[0]
+    in_place = after.ctypes.data == before.ctypes.data
+    for i in range(N):
+        p, dst = pre[i], after[i]
+        # The compiler vectorises a loop only where it can tell that the rows do not overlap.
+        if in_place and kind == CLIP:
+            for j in range(N):
+                dst[j] = min(max(dst[j] + p * q[j], -clip), clip)
+        elif in_place:
+            for j in range(N):
+                dst[j] = min(max(decay[j] * dst[j] + p * q[j], -clip), clip)
+        elif kind == CLIP:
+            src = before[i]
+            for j in range(N):
+                dst[j] = min(max(src[j] + p * q[j], -clip), clip)
+        else:
+            src = before[i]
+            for j in range(N):
+                dst[j] = min(max(decay[j] * src[j] + p * q[j], -clip), clip)
+        if nxt.shape[0] > 0:
+            _add_drive(drive, nxt, w, alpha, dst, i)
+
+
+@_part
+def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta, clip, nxt, w, alpha, drive):
+    """Retroactive modulation: ``plastic_after = clip(plastic + rate * elig)`` (rate over j) and
+    ``elig_after = (1 - eta) elig + eta outer(pre, post)`` (the afters may be the befores); then the next step's
+    drive as in :func:`_update`."""
+    N = pre.shape[0]
     keep = 1 - eta
-    for b in range(B):
-        rb, ob = rate[b], post[b]
-        for i in range(N):
-            e_pre = eta * pre[b, i]
-            p_row, e_row, pa_row, ea_row = plastic[b, i], elig[b, i], plastic_after[b, i], elig_after[b, i]
-            for j in range(M):
-                pa_row[j] = min(max(p_row[j] + rb[j] * e_row[j], -clip), clip)
-                ea_row[j] = keep * e_row[j] + e_pre * ob[j]
-            if has_drive:
-                n, ai, dr = nxt[b, i], alpha[i], drive[b]
-                for j in range(M):
-                    dr[j] += n * ai[j] * pa_row[j]
+    in_place = plastic_after.ctypes.data == plastic.ctypes.data
+    for i in range(N):
+        e_pre, p_row, e_row = eta * pre[i], plastic[i], elig[i]
+        if in_place:  # as in _update
+            for j in range(N):
+                p_row[j] = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                e_row[j] = keep * e_row[j] + e_pre * post[j]
+        else:
+            pa_row, ea_row = plastic_after[i], elig_after[i]
+            for j in range(N):
+                pa_row[j] = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                ea_row[j] = keep * e_row[j] + e_pre * post[j]
+        if nxt.shape[0] > 0:
+            _add_drive(drive, nxt, w, alpha, plastic_after[i], i)
+
+
+@_part
+def _step_drive(a, x, in_w, in_b, first, trace, pre, w, alpha, drive):
+    """The drive of a step: its input plus, at the first step, ``pre @ (w + alpha * trace)``, later the part that
+    the previous step left in ``drive``; then ``drive`` is cleared for the next step's."""
+    _input(a, x, in_w, in_b)
+    if first:
+        for i in range(a.shape[0]):
+            _add_drive(a, pre, w, alpha, trace[i], i)
+    else:
+        for j in range(a.shape[0]):
+            a[j] += drive[j]
+    drive[:] = 0
+
+
+@_Kernel
+def plastic_step(before, after, pre, x, in_w, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, kind, clip,
+                 post, mod, rate, q, decay, drive, first, last, groups):
+    """One time step of every example (B, N): ``post = tanh(input + pre @ (w + alpha * before))``, the rate (into
+    ``rate``; the modulator into ``mod`` (B, 1) if modulated), ``q = rate * post``, the rule's decay (hebb:
+    ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
+    :func:`_update` (``after`` may be ``before``). See :func:`_input` for the input. Unless the step is the
+    ``last``, ``drive`` (B, N) keeps the next step's ``post @ (w + alpha * after)``; it is read unless the step is
+    the ``first``. The examples are shared out among ``groups`` threads."""
+    B, N = pre.shape
+    for g in _prange(groups):
+        for b in range(g, B, groups):
+            a, r, qb, db = post[b], rate[b], q[b], decay[b]
+            _step_drive(a, x[b], in_w, in_b, first, before[b, 0], pre[b], w, alpha, drive[b])
+            m = _activity_and_rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
+            if mod_w.shape[0] > 0:
+                mod[b, 0] = m
+            for j in range(N):
+                qb[j] = r[j] * a[j]
+            if kind == HEBB:
+                for j in range(N):
+                    db[j] = 1 - r[j]
+            elif kind == OJA:
+                for j in range(N):
+                    db[j] = 1 - qb[j] * a[j]
+            _update(after[b, 0], before[b, 0], pre[b], qb, db, kind, clip, a[:0] if last else a, w, alpha, drive[b])
+
+
+@_Kernel
+def retro_step(before, after, pre, x, in_w, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, clip, post, mod, rate,
+               drive, first, last, groups):
+    """:func:`plastic_step` with retroactive modulation: ``before`` and ``after`` (B, 2, N, N) hold the plastic and
+    the eligibility traces; the drive reads the plastic one; both are updated as in :func:`_retro_update`, with eta
+    the eligibility rate and the modulator's rate."""
+    B = pre.shape[0]
+    for g in _prange(groups):
+        for b in range(g, B, groups):
+            a, s, n = post[b], before[b], after[b]
+            _step_drive(a, x[b], in_w, in_b, first, s[0], pre[b], w, alpha, drive[b])
+            mod[b, 0] = _activity_and_rate(a, rate[b], eta * 0, mod_w, mod_b, fan_w, fan_b)
+            _retro_update(n[0], n[1], s[0], s[1], pre[b], a, rate[b], eta, clip, a[:0] if last else a, w, alpha,
+                          drive[b])
+
+
+@_part
+def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
+    """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
+    per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` with g_z the modulator's adjoint,
+    written to ``g_z[t, b, 0]`` (modulated cells only; ``g_h`` is updated in place)."""
+    N = post.shape[0]
+    if mod_w.shape[0] > 0:
+        d_m = 0.0
+        if fan_w.shape[0] > 0:
+            for j in range(N):
+                d_m += d_r[j] * fan_w[j, 0]
+        else:
+            for j in range(N):
+                d_m += d_r[j]
+        m = mod[t, b, 0]
+        gz = d_m * (1 - m * m)
+        g_z[t, b, 0] = gz
+        for j in range(N):
+            g_h[j] += gz * mod_w[0, j]
+    for j in range(N):
+        g_a_row[j] = g_h[j] * (1 - post[j] * post[j])
 
 
 @_jit
-def retro_step_backward(G_plastic, G_elig, plastic, alpha, pre, g_a, rate, eta, g_pre, d_alpha, mask_clip,
-                        prev_pre, prev_post, prev_elig, d_q, g_e_post, s_ge, d_rate):
-    """One step of the adjoint recursion through :func:`retro_step` and the plastic drive, in one pass.
+def _through_update(G, trace, pre, q, kind, d_q, d_decay, g_q):
+    """The first half of a step's adjoint, through ``after = decay * trace + outer(pre, q)``, from ``G``, the
+    adjoint of ``after`` (masked): ``d_q = pre @ G``, ``g_q = G @ q`` and, but for the clip rule,
+    ``d_decay = sum_i G * trace``. (Not inlined, as neither is the second half: alone, each loop vectorises.)"""
+    N = pre.shape[0]
+    for j in range(N):
+        d_q[j] = 0
+        d_decay[j] = 0
+    for i in range(N):
+        p, g_row, t_row = pre[i], G[i], trace[i]
+        acc = g_row[0] * 0
+        if kind == CLIP:
+            for j in range(N):
+                g = g_row[j]
+                d_q[j] += p * g
+                acc += g * q[j]
+        else:
+            for j in range(N):
+                g = g_row[j]
+                d_q[j] += p * g
+                acc += g * q[j]
+                d_decay[j] += g * t_row[j]
+        g_q[i] = acc
 
-    On entry ``G_plastic`` (saturated entries zeroed) and ``G_elig`` are the adjoints of the traces after the step;
-    on return, of the traces before it: ``G_elig = (1 - eta) G_elig + rate * G_plastic`` and
-    ``G_plastic += alpha * outer(pre, g_a)``, zeroed where ``|plastic| >= mask_clip``. Adds
-    ``sum_j alpha plastic g_a`` to ``g_pre`` and ``sum_b plastic * outer(pre, g_a)`` to ``d_alpha``. Writes what
-    the previous step needs: ``d_q = prev_pre @ G_elig`` and ``g_e_post = G_elig @ prev_post`` (B, N) and, if
-    ``prev_elig`` (its eligibility trace before it) is not empty, ``s_ge = sum G_elig * prev_elig`` (B,) and
-    ``d_rate = sum_i G_plastic * prev_elig`` (B, N)."""
-    B, N, M = G_plastic.shape
-    zero = np.zeros(1, dtype=G_plastic.dtype)[0]
-    has_prev_elig = prev_elig.shape[0] > 0  # loop-invariant: the compiler takes the test out of the loop
+
+@_jit
+def _retro_through_update(G_plastic, G_elig, elig, pre, post, rate, eta, d_q, d_rate, g_q):
+    """:func:`_through_update` for retroactive modulation, through ``elig_after = (1 - eta) elig +
+    eta outer(pre, post)`` and ``plastic_after = clip(plastic + rate * elig)``: ``d_q = pre @ G_elig``,
+    ``g_q = eta G_elig @ post``, ``d_rate = sum_i G_plastic * elig``; ``G_elig`` becomes the adjoint of the
+    eligibility before the step. Returns ``sum G_elig * elig`` (with the adjoint after the step)."""
+    N = pre.shape[0]
     keep = 1 - eta
-    d_q[:] = 0
-    d_rate[:] = 0
-    s_ge[:] = 0
-    for b in range(B):
-        gab, rb, ppb, dq, dr = g_a[b], rate[b], prev_post[b], d_q[b], d_rate[b]
-        s = zero
-        for i in range(N):
-            p, pp = pre[b, i], prev_pre[b, i]
-            gp_row, ge_row, p_row = G_plastic[b, i], G_elig[b, i], plastic[b, i]
-            a_row, da_row = alpha[i], d_alpha[i]
-            pe = prev_elig[b, i] if has_prev_elig else p_row
-            acc = zero
-            acc_e = zero
-            for j in range(M):
-                pv = p_row[j]
-                gp = gp_row[j]
-                outer = p * gab[j]
-                acc += a_row[j] * pv * gab[j]
-                da_row[j] += pv * outer
-                ge = keep * ge_row[j] + rb[j] * gp
-                gp = gp + a_row[j] * outer
-                gp = gp if abs(pv) < mask_clip else zero
-                gp_row[j] = gp
-                ge_row[j] = ge
-                dq[j] += pp * ge
-                acc_e += ge * ppb[j]
-                if has_prev_elig:
-                    s += ge * pe[j]
-                    dr[j] += gp * pe[j]
-            g_pre[b, i] += acc
-            g_e_post[b, i] = acc_e
-        s_ge[b] = s
+    for j in range(N):
+        d_q[j] = 0
+        d_rate[j] = 0
+    s = eta * 0
+    for i in range(N):
+        p, gp_row, ge_row, e_row = pre[i], G_plastic[i], G_elig[i], elig[i]
+        acc = eta * 0
+        for j in range(N):
+            ge, gp, ev = ge_row[j], gp_row[j], e_row[j]
+            d_q[j] += p * ge
+            acc += ge * post[j]
+            s += ge * ev
+            d_rate[j] += gp * ev
+            ge_row[j] = keep * ge + rate[j] * gp
+        g_q[i] = eta * acc
+    return s
 
 
-def empty_like_rows(array: np.ndarray) -> np.ndarray:
-    """The stand-in for an absent (B, N) argument, of the right type for Numba."""
-    return np.empty((0, 0), dtype=array.dtype)
+@_jit
+def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip, masked, g_prev):
+    """The second half of a step's adjoint, through ``a = input + pre @ (w + alpha * trace)`` and the trace update:
+    ``g_prev = g_q + (w + alpha * trace) @ g_a`` (the adjoint of ``pre``, before the output's gradient is added),
+    ``d_alpha += trace * outer(pre, g_a)`` and ``G = decay * G + alpha * outer(pre, g_a)`` (no decay for clip),
+    zeroed where ``|trace| >= clip`` if ``masked``."""
+    N = pre.shape[0]
+    zero = G[0, 0] * 0
+    for i in range(N):
+        p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        acc = g_q[i]
+        for j in range(N):
+            tv = t_row[j]
+            outer = p * g_a[j]
+            acc += (w_row[j] + a_row[j] * tv) * g_a[j]
+            da_row[j] += tv * outer
+            g = (g_row[j] if kind == CLIP else decay[j] * g_row[j]) + a_row[j] * outer
+            if masked:
+                g = g if abs(tv) < clip else zero
+            g_row[j] = g
+        g_prev[i] = acc
 
 
-def empty_like_traces(array: np.ndarray) -> np.ndarray:
-    """The stand-in for an absent (B, N, N) argument."""
-    return np.empty((0, 0, 0), dtype=array.dtype)
+@_part
+def _mask(G, trace, clip):
+    """Zero the adjoint where the clip saturated the trace (``|trace| >= clip``)."""
+    N = G.shape[0]
+    zero = G[0, 0] * 0
+    for i in range(N):
+        g_row, t_row = G[i], trace[i]
+        for j in range(N):
+            g_row[j] = g_row[j] if abs(t_row[j]) < clip else zero
+
+
+@_jit
+def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind, clip, G,
+                              g_a, d_rate, g_z, g_h0, d_alpha, work):
+    """The whole adjoint recursion of example b (see :func:`plastic_backward`), with ``work`` (k - 1, 1, N, N) for
+    the traces inside a chunk."""
+    T, N = g_out.shape[0], h.shape[2]
+    n_chunks = (T + k - 1) // k
+    Gb = G[b, 0]
+    if kind == CLIP:
+        _mask(Gb, starts[n_chunks, b, 0], clip)
+    g_h, g_prev = g_out[T - 1, b].copy(), np.empty_like(g_out[0, 0])
+    d_q, d_decay, g_q = np.empty_like(g_prev), np.empty_like(g_prev), np.empty_like(g_prev)
+    no_next = g_prev[:0]
+    for c in range(n_chunks - 1, -1, -1):
+        start, stop = c * k, min(T, (c + 1) * k)
+        for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
+            _update(work[t - start, 0], starts[c, b, 0] if t == start else work[t - start - 1, 0], h[t, b], q[t, b],
+                    decay[t, b], kind, clip, no_next, w, alpha, no_next)
+        for t in range(stop - 1, start - 1, -1):
+            trace = starts[c, b, 0] if t == start else work[t - start - 1, 0]
+            pre, post, qt, dt, rt, d_r = h[t, b], h[t + 1, b], q[t, b], decay[t, b], rate[t, b], d_rate[t, b]
+            _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
+            for j in range(N):
+                g_h[j] += rt[j] * d_q[j]
+                d_r[j] = d_q[j] * post[j]
+                if kind == HEBB:
+                    d_r[j] -= d_decay[j]
+                elif kind == OJA:
+                    g_h[j] -= 2 * qt[j] * d_decay[j]
+                    d_r[j] -= post[j] * post[j] * d_decay[j]
+            _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
+            _through_drive(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
+                           kind == CLIP and t > 0, g_prev)
+            if t > 0:
+                for i in range(N):
+                    g_prev[i] += g_out[t - 1, b, i]
+            g_h, g_prev = g_prev, g_h
+    g_h0[b] = g_h
+
+
+@_Kernel
+def plastic_backward(starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind, clip, G, g_a, d_rate,
+                     g_z, g_h0, d_alpha, work, groups):
+    """The backward pass of a run of :func:`plastic_step` over T steps, every example at once.
+
+    ``starts`` (ceil(T / k) + 1, B, 1, N, N): the traces before steps 0, k, 2k... and the final one (chunk c covers
+    steps ``c*k`` to ``min(T, (c+1)*k) - 1``); ``h`` (T + 1, B, N) the activities, h[0] the initial one;
+    ``rate``, ``q``, ``decay`` (T, B, N) and ``mod`` (T, B, 1) as the steps left them; ``g_out`` (T, B, N) the
+    adjoints of the outputs h[1:]; ``G`` (B, 1, N, N) holds the adjoint of the final trace on entry and that of the
+    initial one on return. Writes, per step: the drive's adjoint ``g_a``, the rate's ``d_rate`` (T, B, N), the
+    modulator's ``g_z`` (T, B, 1); the initial activity's ``g_h0`` (B, N); adds each example's alpha gradient to
+    ``d_alpha`` (B, N, N). ``work`` (groups, k - 1 or 1, 1, N, N): each group's chunk traces; the groups of
+    examples are shared out among threads."""
+    B = h.shape[1]
+    for g in _prange(groups):
+        for b in range(g, B, groups):
+            _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind,
+                                      clip, G, g_a, d_rate, g_z, g_h0, d_alpha, work[g])
+
+
+@_jit
+def _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a, d_rate,
+                            g_z, g_h0, d_alpha, d_eta, work):
+    """:func:`_plastic_example_backward` for retroactive modulation; ``work`` (k - 1, 2, N, N)."""
+    T, N = g_out.shape[0], h.shape[2]
+    n_chunks = (T + k - 1) // k
+    G_plastic, G_elig = G[b, 0], G[b, 1]
+    _mask(G_plastic, starts[n_chunks, b, 0], clip)
+    g_h, g_prev = g_out[T - 1, b].copy(), np.empty_like(g_out[0, 0])
+    d_q, g_q = np.empty_like(g_prev), np.empty_like(g_prev)
+    no_next = g_prev[:0]
+    d_eta_b = eta * 0
+    for c in range(n_chunks - 1, -1, -1):
+        start, stop = c * k, min(T, (c + 1) * k)
+        for t in range(start, stop - 1):
+            s = starts[c, b] if t == start else work[t - start - 1]
+            _retro_update(work[t - start, 0], work[t - start, 1], s[0], s[1], h[t, b], h[t + 1, b], rate[t, b],
+                          eta, clip, no_next, w, alpha, no_next)
+        for t in range(stop - 1, start - 1, -1):
+            s = starts[c, b] if t == start else work[t - start - 1]
+            plastic, elig = s[0], s[1]
+            pre, post, rt, d_r = h[t, b], h[t + 1, b], rate[t, b], d_rate[t, b]
+            s_ge = _retro_through_update(G_plastic, G_elig, elig, pre, post, rt, eta, d_q, d_r, g_q)
+            d_eta_b -= s_ge
+            for j in range(N):
+                g_h[j] += eta * d_q[j]
+                d_eta_b += d_q[j] * post[j]
+            _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
+            _through_drive(G_plastic, plastic, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], rt, CLIP, clip, t > 0,
+                           g_prev)
+            if t > 0:
+                for i in range(N):
+                    g_prev[i] += g_out[t - 1, b, i]
+            g_h, g_prev = g_prev, g_h
+    g_h0[b] = g_h
+    d_eta[b] = d_eta_b
+
+
+@_Kernel
+def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a, d_rate, g_z, g_h0,
+                   d_alpha, d_eta, work, groups):
+    """:func:`plastic_backward` for :func:`retro_step`: ``starts`` (.., B, 2, N, N) and ``G`` (B, 2, N, N) hold
+    the plastic and eligibility traces and their adjoints; each example's eta gradient goes to ``d_eta`` (B,);
+    ``work`` (groups, k - 1 or 1, 2, N, N)."""
+    B = h.shape[1]
+    for g in _prange(groups):
+        for b in range(g, B, groups):
+            _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a,
+                                    d_rate, g_z, g_h0, d_alpha, d_eta, work[g])
+
+
+def empty_rows(dtype) -> np.ndarray:
+    """The stand-in for an absent 2-D argument, of the type Numba expects."""
+    return np.empty((0, 0), dtype=dtype)
 
 
 def warm_up(dtype=np.float32) -> None:
-    """Compile (or load from Numba's cache) every kernel for ``dtype`` now, so that a measurement that follows
-    counts neither the compiler's time nor its memory."""
+    """Compile (or load from Numba's cache) both versions of every kernel for ``dtype`` now, so that a measurement
+    that follows counts neither the compiler's time nor its memory."""
     if not _switch.enabled:
         return
-    rows, traces, square = np.zeros((1, 1), dtype), np.zeros((1, 1, 1), dtype), np.zeros((1, 1), dtype)
-    no_rows, no_traces, scalars = empty_like_rows(rows), empty_like_traces(traces), np.zeros(1, dtype)
-    trace_step(traces, traces.copy(), rows, rows, rows, 1.0, square, rows, rows.copy())
-    trace_step(traces, traces.copy(), rows, rows, no_rows, 1.0, square, no_rows, no_rows)
-    trace_step_backward(traces.copy(), traces, square, rows, rows, rows, rows.copy(), square.copy(), 1.0, rows, rows,
-                        traces, rows.copy(), rows.copy(), rows.copy())
-    trace_step_backward(traces.copy(), traces, square, rows, rows, rows, rows.copy(), square.copy(), 1.0, rows, rows,
-                        no_traces, rows.copy(), rows.copy(), rows.copy())
-    retro_step(traces, traces, traces.copy(), traces.copy(), rows, rows, rows, 0.1, 1.0, square, rows, rows.copy())
-    retro_step(traces, traces, traces.copy(), traces.copy(), rows, rows, rows, 0.1, 1.0, square, no_rows, no_rows)
-    for prev in (traces, no_traces):
-        retro_step_backward(traces.copy(), traces.copy(), traces, square, rows, rows, rows, 0.1, rows.copy(),
-                            square.copy(), 1.0, rows, rows, prev, rows.copy(), rows.copy(), scalars.copy(),
-                            rows.copy())
+    rows, vector, no_rows = np.zeros((1, 1), dtype), np.zeros(1, dtype), empty_rows(dtype)
+    steps, h = np.zeros((1, 1, 1), dtype), np.zeros((2, 1, 1), dtype)
+    eta, clip = np.dtype(dtype).type(0.1), np.dtype(dtype).type(1.0)
+    for n_traces, kernels in ((1, (plastic_step, plastic_backward)), (2, (retro_step, retro_backward))):
+        traces, starts = np.zeros((1, n_traces, 1, 1), dtype), np.zeros((2, 1, n_traces, 1, 1), dtype)
+        work = np.zeros((1, 1, n_traces, 1, 1), dtype)
+        for mod_w in (rows, no_rows) if n_traces == 1 else (rows,):
+            step, step_out = (traces, traces, rows, rows, no_rows, vector, rows, rows, eta, mod_w, vector, no_rows,
+                              vector), [rows.copy() for _ in range(3)]
+            backward_in = (starts, 1, h, steps, *(steps,) * (n_traces == 1) * 2, steps, mod_w, no_rows, rows, rows)
+            backward_out = (traces.copy(), steps.copy(), steps.copy(), steps.copy(), rows.copy(), steps.copy())
+            if n_traces == 1:
+                kernels[0].compile(*step, HEBB, clip, *step_out, rows.copy(), rows.copy(), rows.copy(), True, False, 1)
+                kernels[1].compile(*backward_in, steps, CLIP, clip, *backward_out, work, 1)
+            else:
+                kernels[0].compile(*step, clip, *step_out, rows.copy(), True, False, 1)
+                kernels[1].compile(*backward_in, eta, steps, clip, *backward_out, vector.copy(), work, 1)

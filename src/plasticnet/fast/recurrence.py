@@ -148,15 +148,6 @@ def _full_alpha(alpha: torch.Tensor, n: int) -> torch.Tensor:
     return (alpha if alpha.dim() == 2 else alpha.expand(n, n)).detach().contiguous()
 
 
-def _decay_rows(kind: str, rate, post, q, out) -> Optional[torch.Tensor]:
-    """The rule's decay for one step as (B, N) over post-synaptic units, written into ``out``; None for clip."""
-    if kind == "clip":
-        return None
-    if kind == "hebb":
-        return out.copy_(torch.rsub(rate, 1).expand_as(out))
-    return torch.mul(q, post, out=out).neg_().add_(1)
-
-
 def _scalar_decay(spec: _Plasticity, eta) -> Optional[float]:
     """The hebb rule's decay ``1 - eta`` as a Python number, read once per call so that no step waits for the
     device; None where the decay is not one learned scalar, and while a CUDA graph is captured (a number read then
@@ -213,6 +204,9 @@ class _FusedPlasticRNN(torch.autograd.Function):
             ws = Workspace()
         ws.busy = run.graph
         ctx.workspace = ws
+        if _use_kernels(spec, h0):
+            return _kernel_forward(ctx, run, ws, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w,
+                                   fan_b)
         B, N = h0.shape
         k = min(run.checkpoint_every or T, T)
         n_chunks = math.ceil(T / k)
@@ -241,23 +235,13 @@ class _FusedPlasticRNN(torch.autograd.Function):
         chunk_starts = None if keep_all else ws.get("chunk_starts", (n_chunks + 1, *trace_shape), h0)
         (work if keep_all else chunk_starts)[0] = traces0
         scratch = ws.get("scratch", (B, N, N), h0)
-        kernels = _use_kernels(spec, h0)
-        gpu = not kernels and _use_gpu_kernels(spec, h0)
+        gpu = _use_gpu_kernels(spec, h0)
         if gpu:  # the kernels read rows with unit stride
             alpha_full, clip = _full_alpha(alpha, N), _kernel_clip(spec)
             us = None if closed else u.contiguous().unbind(0)
-        if kernels:  # numpy views made once; the kernel writes the next step's plastic drive into `drive_next`
-            h_np, alpha_np, clip = h.numpy(), _full_alpha(alpha, N).numpy(), _kernel_clip(spec)
-            q_buf, decay_buf = ws.get("q", (B, N), h0), ws.get("decay", (B, N), h0)  # q holds the rate if retroactive
-            drive_next = ws.get("drive_next", (B, N), h0)
-            q_np, decay_np, drive_next_np = q_buf.numpy(), decay_buf.numpy(), drive_next.numpy()
-            no_rows = cpu_kernels.empty_like_rows(h_np)
-            eta_f = float(eta) if spec.modulation == "retroactive" else None
         for c in range(n_chunks):
             start, stop = c * k, min(T, (c + 1) * k)
-            slots = _chunk_slots(work, chunk_starts, c, start, stop, keep_all)
-            slot_traces = [slot.unbind(0) for slot in slots]
-            slots_np = [slot.numpy() for slot in slots] if kernels else None
+            slot_traces = [slot.unbind(0) for slot in _chunk_slots(work, chunk_starts, c, start, stop, keep_all)]
             for t in range(start, stop):
                 pre, post = hs[t], hs[t + 1]
                 before, after = slot_traces[t - start], slot_traces[t - start + 1]
@@ -271,30 +255,14 @@ class _FusedPlasticRNN(torch.autograd.Function):
                         drive = torch.addmm(in_b, xs[t], in_wt).addmm_(pre, w)
                     else:
                         drive = torch.addmm(us[t], pre, w)
-                    if kernels and t > 0:
-                        drive.add_(drive_next)
-                    else:
-                        _add_plastic_drive(drive, pre, before[0], alpha, scratch)
+                    _add_plastic_drive(drive, pre, before[0], alpha, scratch)
                     torch.tanh(drive, out=post)
                     rate = rate_steps[t]
                     if spec.modulation:
                         m = torch.addmm(mod_b, post, mod_wt, out=mods[t]).tanh_()
                         if spec.fanout:
                             torch.addmm(fan_b, m, fan_wt, out=rate)
-                    if kernels:
-                        drive_next.zero_()
-                        s, n, nxt = slots_np[t - start], slots_np[t - start + 1], h_np[t + 1] if t + 1 < T else no_rows
-                        if eta_f is not None:
-                            q_buf.copy_(rate.expand(B, N))
-                            cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], q_np, eta_f, clip,
-                                                   alpha_np, nxt, drive_next_np)
-                        else:
-                            q = torch.mul(rate, post, out=q_buf)
-                            decay = _decay_rows(spec.kind, rate, post, q, decay_buf)
-                            cpu_kernels.trace_step(s[0], n[0], h_np[t], q_np, no_rows if decay is None else decay_np,
-                                                   clip, alpha_np, nxt, drive_next_np)
-                    else:
-                        _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
+                    _update_traces(spec, eta, pre, post, rate, before, after, scalar_decay)
                 if closed:
                     x_next = run.feedback(t, post)
                     if t + 1 < T:
@@ -308,7 +276,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_traces_final):
-        if _use_kernels(ctx.run.spec, ctx.saved_tensors[2]):
+        if getattr(ctx, "kernels", False):
             return _kernel_backward(ctx, g_out, g_traces_final)
         if _use_gpu_kernels(ctx.run.spec, ctx.saved_tensors[2]):
             return _gpu_backward(ctx, g_out, g_traces_final)
@@ -446,116 +414,115 @@ def _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, d_eta):
     return (d_u, d_in_w, d_in_b, g_h, G, d_w, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None)
 
 
+def _kernel_chunk_length(checkpoint_every: Optional[int], steps: int) -> int:
+    """The chunk length k of the CPU kernels: ``checkpoint_every`` if given (1 keeps every trace), else about
+    sqrt(T). Their backward pass recomputes a chunk's traces one example at a time, in cache, which is faster than
+    reading back traces that the forward pass wrote to memory, and keeps about 2 sqrt(T) traces instead of T."""
+    return min(checkpoint_every or math.ceil(math.sqrt(steps)), steps)
+
+
+def _numpy(t: Optional[torch.Tensor], ndim: int, like: torch.Tensor):
+    """A parameter as the kernels take it (a contiguous array), or the empty stand-in for an absent one."""
+    if t is None:
+        return cpu_kernels.empty_rows(like.numpy().dtype) if ndim == 2 else like.new_empty(0).numpy()
+    return t.detach().contiguous().numpy()
+
+
+def _kernel_scalars(spec: _Plasticity, eta: Optional[torch.Tensor], dtype) -> tuple:
+    """eta (0 where it has none) and the clip bound as numbers of the arrays' type: a Python float would make the
+    kernels compute in double precision."""
+    return dtype.type(0.0 if eta is None else float(eta)), dtype.type(_kernel_clip(spec))
+
+
+def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w,
+                    fan_b):
+    """:meth:`_FusedPlasticRNN.forward` with :mod:`.cpu_kernels`: one kernel call per step. The traces are kept as
+    (B, n_traces, N, N), so that each example's are together: only the first of each chunk of k steps, and the
+    final one, in ``starts``; the others are updated in place in ``current``."""
+    spec, T = run.spec, run.steps
+    B, N = h0.shape
+    retro = spec.modulation == "retroactive"
+    k = _kernel_chunk_length(run.checkpoint_every, T)
+    n_chunks = math.ceil(T / k)
+    closed = u is None
+    h = ws.get("h", (T + 1, B, N), h0)
+    h[0] = h0
+    hs, h_np = h.unbind(0), h.numpy()
+    x = None
+    if closed:
+        x = ws.get("x", (T, *run.x0.shape), h0)
+        x[0] = run.x0
+        xs = x.unbind(0)
+    inputs = (x if closed else u.detach().contiguous()).numpy()
+    starts = ws.get("chunk_starts", (n_chunks + 1, B, spec.n_traces, N, N), h0)
+    starts[0] = traces0.transpose(0, 1)
+    starts_np = starts.numpy()
+    current = ws.get("current", (B, spec.n_traces, N, N), h0).numpy() if k > 1 else None
+    # Per step: the modulator, the rate per post-synaptic unit and (but for retroactive modulation) the update's q
+    # and decay, as the backward pass needs them.
+    mods, rates = ws.get("mods", (T, B, 1), h0), ws.get("rates", (T, B, N), h0)
+    q = None if retro else ws.get("q", (T, B, N), h0)
+    decay = None if retro else ws.get("decay", (T, B, N), h0)
+    mods_np, rates_np = mods.numpy(), rates.numpy()
+    weights = (_numpy(in_w, 2, h0), _numpy(in_b, 1, h0), _numpy(w, 2, h0), _full_alpha(alpha, N).numpy())
+    modulator = (_numpy(mod_w, 2, h0), _numpy(mod_b, 1, h0), _numpy(fan_w, 2, h0), _numpy(fan_b, 1, h0))
+    eta_f, clip = _kernel_scalars(spec, eta, h_np.dtype)
+    drive = ws.get("drive", (B, N), h0).numpy()  # the next step's recurrent and plastic drive
+    groups = cpu_kernels.threads(B)
+    if not retro:
+        kind, q_np, decay_np = cpu_kernels.KINDS[spec.kind], q.numpy(), decay.numpy()
+    for t in range(T):
+        before = starts_np[t // k] if t % k == 0 else current
+        after = starts_np[n_chunks] if t + 1 == T else starts_np[(t + 1) // k] if (t + 1) % k == 0 else current
+        if retro:
+            cpu_kernels.retro_step(before, after, h_np[t], inputs[t], *weights, eta_f, *modulator, clip,
+                                   h_np[t + 1], mods_np[t], rates_np[t], drive, t == 0, t + 1 == T, groups)
+        else:
+            cpu_kernels.plastic_step(before, after, h_np[t], inputs[t], *weights, eta_f, *modulator, kind, clip,
+                                     h_np[t + 1], mods_np[t], rates_np[t], q_np[t], decay_np[t], drive, t == 0,
+                                     t + 1 == T, groups)
+        if closed:
+            x_next = run.feedback(t, hs[t + 1])
+            if t + 1 < T:
+                xs[t + 1].copy_(x_next)
+    ctx.run, ctx.keep_all, ctx.k, ctx.closed, ctx.kernels = run, False, k, closed, True
+    ctx.save_for_backward(u, x, h, starts, None, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, q, decay)
+    return h[1:].clone(), starts[n_chunks].transpose(0, 1).clone(memory_format=torch.contiguous_format)
+
+
 def _kernel_backward(ctx, g_out, g_traces_final):
-    """:meth:`_FusedPlasticRNN.backward` with the trace work in :mod:`plasticnet.fast.cpu_kernels`: the same
-    adjoint recursion, where one kernel call per step updates the trace adjoints and leaves the reductions that the
-    step before needs (those over the trace before that step only when the trace is in memory: at a chunk's first
-    step they wait until the previous chunk is recomputed)."""
-    _, _, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, _, fan_w, _ = ctx.saved_tensors
-    run = ctx.run
-    spec, k, T = run.spec, ctx.k, run.steps
+    """:meth:`_FusedPlasticRNN.backward` with :mod:`.cpu_kernels`: the whole adjoint recursion in one kernel call,
+    example by example (:func:`~plasticnet.fast.cpu_kernels.plastic_backward`), on as many threads as PyTorch
+    uses; the gradients that sum over steps follow as matrix products."""
+    _, _, h, starts, _, mods, rates, w, alpha, eta, mod_w, _, fan_w, _, q, decay = ctx.saved_tensors
+    spec, k, T = ctx.run.spec, ctx.k, ctx.run.steps
     B, N = h.shape[1:]
-    modulated, retro = spec.modulation is not None, spec.modulation == "retroactive"
-    has_decay = spec.kind != "clip" and not retro
-    hs, rows = h.unbind(0), h.unsqueeze(2).unbind(0)
-    g_outs = (g_out if g_out is not None else h.new_zeros(T, B, N)).unbind(0)
-    G = g_traces_final.clone() if g_traces_final is not None else h.new_zeros(spec.n_traces, B, N, N)
-    G_plastic, G_elig = G[0], (G[1] if retro else None)
-    g_a_all, d_rates = h.new_empty(T, B, N), h.new_empty(T, B, N)
-    g_as, tanh_slopes = g_a_all.unbind(0), (1 - h[1:].square()).unbind(0)
-    rate_all = (rates if spec.fanout else mods) if modulated else eta
-    if modulated:
-        mod_slopes, g_z_all = (1 - mods.square()).unbind(0), h.new_empty(T, B, 1)
-        g_zs = g_z_all.unbind(0)
-    w_t, scratch = w.t(), h.new_empty(B, N, N)
-    d_alpha_full, d_eta = h.new_zeros(N, N), (torch.zeros_like(eta) if retro else None)
-    # Kernel arguments: numpy views made once, (B, N) results written in place, zeros for the step before t = 0.
-    h_np, g_a_np, G_np = h.numpy(), g_a_all.numpy(), G.numpy()
-    alpha_np, d_alpha_np = _full_alpha(alpha, N).numpy(), d_alpha_full.numpy()
-    clip, no_mask, zero_rows = _kernel_clip(spec), torch.finfo(h.dtype).max, h.new_zeros(B, N).numpy()
-    no_rows, no_traces = cpu_kernels.empty_like_rows(h_np), cpu_kernels.empty_like_traces(G_np)
-    d_q, d_rate_k, d_decay, s_ge = h.new_zeros(B, N), h.new_zeros(B, N), h.new_zeros(B, N), h.new_zeros(B)
+    retro = spec.modulation == "retroactive"
+    g_out = g_out.contiguous() if g_out is not None else h.new_zeros(T, B, N)
+    if g_traces_final is None:
+        G = h.new_zeros(B, spec.n_traces, N, N)
+    else:  # a copy: the kernel turns it into the initial traces' adjoint in place
+        G = g_traces_final.transpose(0, 1).clone(memory_format=torch.contiguous_format)
+    g_a_all, d_rates, g_z_all = h.new_empty(T, B, N), h.new_empty(T, B, N), h.new_zeros(T, B, 1)
+    g_h0, d_alpha_ex = h.new_empty(B, N), h.new_zeros(B, N, N)
+    groups = cpu_kernels.threads(B)
+    work = ctx.workspace.get("work", (groups, max(k - 1, 1), spec.n_traces, N, N), h).numpy()
+    weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w, 2, h), _full_alpha(alpha, N).numpy())
+    outputs = (G.numpy(), g_a_all.numpy(), d_rates.numpy(), g_z_all.numpy(), g_h0.numpy(), d_alpha_ex.numpy())
+    (eta_f, clip), d_eta = _kernel_scalars(spec, eta, outputs[0].dtype), None
     if retro:
-        eta_f, rate_np = float(eta), rate_all.expand(T, B, N).contiguous().numpy()
+        d_eta_ex = h.new_zeros(B)
+        cpu_kernels.retro_backward(starts.numpy(), k, h.numpy(), rates.numpy(), mods.numpy(), *weights, eta_f,
+                                   g_out.numpy(), clip, *outputs, d_eta_ex.numpy(), work, groups)
+        d_eta = d_eta_ex.sum().reshape(eta.shape)
     else:
-        q_all = rate_all.mul(h[1:]).expand(T, B, N).contiguous()
-        q_rows, q_np = q_all.unsqueeze(2).unbind(0), q_all.numpy()
-        if spec.kind == "hebb":
-            decay_np = torch.rsub(rate_all, 1).expand(T, B, N).contiguous().numpy()
-        elif spec.kind == "oja":
-            decay_np = torch.rsub(q_all * h[1:], 1).numpy()
-        ones_np = h.new_ones(B, N).numpy()
-    work = all_traces if ctx.keep_all else ctx.workspace.get(
-        "work", _work_shape(False, k, T, (spec.n_traces, B, N, N)), h)
-    g_h, g_carry, pending = g_outs[T - 1].clone(), None, True
-    for c in reversed(range(math.ceil(T / k))):
-        start, stop = c * k, min(T, (c + 1) * k)
-        traces = _chunk_slots(work, chunk_starts, c, start, stop, ctx.keep_all)
-        tr = [slot.numpy() for slot in traces]
-        if not ctx.keep_all:  # recomputed, but for the chunk's last trace, kept in chunk_starts
-            for t in range(start, stop - 1):
-                s, n = tr[t - start], tr[t - start + 1]
-                if retro:
-                    cpu_kernels.retro_step(s[0], s[1], n[0], n[1], h_np[t], h_np[t + 1], rate_np[t], eta_f, clip,
-                                           alpha_np, no_rows, no_rows)
-                else:
-                    cpu_kernels.trace_step(s[0], n[0], h_np[t], q_np[t], decay_np[t] if has_decay else no_rows,
-                                           clip, alpha_np, no_rows, no_rows)
-        for t in reversed(range(start, stop)):
-            post, rate = hs[t + 1], rate_all if not modulated else rate_all[t]
-            before, after = traces[t - start], traces[t - start + 1]
-            if t == T - 1:  # the adjoints of the final traces, set up as a kernel call leaves them
-                if spec.kind == "clip":
-                    _hardtanh_backward(G_plastic, after[0], -spec.clip, spec.clip, grad_input=G_plastic)
-                d_q.copy_(torch.bmm(rows[t], G_elig if retro else G_plastic).squeeze(1))
-                g_carry = (torch.bmm(G_elig, post.unsqueeze(2)).squeeze(2) if retro
-                           else torch.bmm(G_plastic, q_all[t].unsqueeze(2)).squeeze(2))
-            if pending and retro:
-                torch.sum(torch.mul(G_elig, before[1], out=scratch), (1, 2), out=s_ge)
-                torch.sum(torch.mul(G_plastic, before[1], out=scratch), 1, out=d_rate_k)
-            elif pending and has_decay:
-                torch.sum(torch.mul(G_plastic, before[0], out=scratch), 1, out=d_decay)
-            # Through the trace updates to the new activity (g_h) and the rate; g_carry is G @ post (retroactive)
-            # or G @ q, the pre-synaptic side of the update's outer product.
-            if retro:
-                g_pre = g_carry.mul_(eta)
-                g_h.addcmul_(eta, d_q)
-                d_eta += (d_q * post).sum() - s_ge.sum()
-                d_rate = d_rates[t].copy_(d_rate_k)
-            else:
-                g_pre = g_carry
-                g_h.addcmul_(rate, d_q)
-                d_rate = torch.mul(d_q, post, out=d_rates[t])
-                if spec.kind == "hebb":
-                    d_rate -= d_decay
-                elif spec.kind == "oja":
-                    g_h.addcmul_(q_rows[t].squeeze(1), d_decay, value=-2)
-                    d_rate -= post * post * d_decay
-            if modulated:
-                d_m = d_rate @ fan_w if spec.fanout else d_rate.sum(1, keepdim=True)
-                g_h.addmm_(torch.mul(d_m, mod_slopes[t], out=g_zs[t]), mod_w)
-            g_a = torch.mul(g_h, tanh_slopes[t], out=g_as[t])
-            g_pre.addmm_(g_a, w_t)
-            in_memory = t > start  # the traces before step t - 1
-            mask = clip if spec.kind == "clip" and t > 0 else no_mask
-            prev_pre = h_np[t - 1] if t > 0 else zero_rows
-            g_carry = h.new_empty(B, N)
-            if retro:
-                cpu_kernels.retro_step_backward(
-                    G_np[0], G_np[1], tr[t - start][0], alpha_np, h_np[t], g_a_np[t], rate_np[t], eta_f,
-                    g_pre.numpy(), d_alpha_np, mask, prev_pre, h_np[t] if t > 0 else zero_rows,
-                    tr[t - 1 - start][1] if in_memory else no_traces, d_q.numpy(), g_carry.numpy(), s_ge.numpy(),
-                    d_rate_k.numpy())
-            else:
-                cpu_kernels.trace_step_backward(
-                    G_np[0], tr[t - start][0], alpha_np, h_np[t], g_a_np[t], decay_np[t] if has_decay else ones_np,
-                    g_pre.numpy(), d_alpha_np, mask, prev_pre, q_np[t - 1] if t > 0 else zero_rows,
-                    tr[t - 1 - start][0] if in_memory and has_decay else no_traces, d_q.numpy(), g_carry.numpy(),
-                    d_decay.numpy())
-            pending = not in_memory
-            g_h = g_pre.add_(g_outs[t - 1]) if t > 0 else g_pre
+        cpu_kernels.plastic_backward(starts.numpy(), k, h.numpy(), rates.numpy(), q.numpy(), decay.numpy(),
+                                     mods.numpy(), *weights, g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip,
+                                     *outputs, work, groups)
+    d_alpha_full = d_alpha_ex.sum(0)
     d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
-    return _gradients(ctx, g_a_all, d_rates, g_z_all if modulated else None, g_h, G, d_alpha, d_eta)
+    return _gradients(ctx, g_a_all, d_rates, g_z_all if spec.modulation else None, g_h0, G.transpose(0, 1), d_alpha,
+                      d_eta)
 
 
 def _gpu_backward(ctx, g_out, g_traces_final):
