@@ -118,19 +118,6 @@ def threads(batch_size: int) -> int:
 
 
 @_part
-def _input(a, x, in_w, in_b):
-    """``a = in_b + in_w @ x`` if ``in_w`` is not empty, else ``a = x`` (a drive given up front)."""
-    if in_w.shape[0] == 0:
-        a[:] = x
-        return
-    for j in range(a.shape[0]):
-        s = in_b[j]
-        for m in range(x.shape[0]):
-            s += in_w[j, m] * x[m]
-        a[j] = s
-
-
-@_part
 def _add_drive(drive, pre, w, alpha, trace_row, i):
     """``drive += pre[i] * (w[i] + alpha[i] * trace_row)``: row i's part of ``pre @ (w + alpha * trace)``."""
     p, w_row, a_row = pre[i], w[i], alpha[i]
@@ -139,20 +126,18 @@ def _add_drive(drive, pre, w, alpha, trace_row, i):
 
 
 @_part
-def _activity_and_rate(a, rate, eta, mod_w, mod_b, fan_w, fan_b):
-    """``a = tanh(a)`` in place, and the plasticity rate it gives, per post-synaptic unit, into ``rate``: eta if
-    ``mod_w`` is empty, else ``m = tanh(mod_w @ a + mod_b)`` or its fan-out ``fan_w m + fan_b``. Returns m (0
-    without modulation)."""
-    N = a.shape[0]
-    for j in range(N):
-        a[j] = np.tanh(a[j])
+def _rate(post, rate, eta, mod_w, mod_b, fan_w, fan_b):
+    """The plasticity rate that the activity ``post`` gives, per post-synaptic unit, into ``rate``: eta if ``mod_w``
+    is empty, else ``m = tanh(mod_w @ post + mod_b)`` or its fan-out ``fan_w m + fan_b``. Returns m (0 without
+    modulation)."""
+    N = post.shape[0]
     if mod_w.shape[0] == 0:
         for j in range(N):
             rate[j] = eta
         return eta * 0
     z = mod_b[0]
     for j in range(N):
-        z += mod_w[0, j] * a[j]
+        z += mod_w[0, j] * post[j]
     m = np.tanh(z)
     if fan_w.shape[0] > 0:
         for j in range(N):
@@ -164,10 +149,10 @@ def _activity_and_rate(a, rate, eta, mod_w, mod_b, fan_w, fan_b):
 
 
 @_part
-def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive):
+def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with_drive):
     """``after = clip(decay * before + outer(pre, q), -clip, clip)`` (no decay for the clip rule; ``after`` may be
-    ``before``), then, if ``nxt`` is not empty, the next step's ``drive += nxt @ (w + alpha * after)``, each row
-    while it is in cache."""
+    ``before``), then, ``with_drive``, the next step's ``drive += nxt @ (w + alpha * after)`` while the example's
+    trace is in cache."""
     N = pre.shape[0]
     in_place = after.ctypes.data == before.ctypes.data
     for i in range(N):
@@ -187,15 +172,17 @@ def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive):
             src = before[i]
             for j in range(N):
                 dst[j] = min(max(decay[j] * src[j] + p * q[j], -clip), clip)
-        if nxt.shape[0] > 0:
-            _add_drive(drive, nxt, w, alpha, dst, i)
+    if with_drive:  # a loop of its own: beside the update's, it stopped the update's from being vectorised
+        for i in range(N):
+            _add_drive(drive, nxt, w, alpha, after[i], i)
 
 
 @_part
-def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta, clip, nxt, w, alpha, drive):
+def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta, clip, nxt, w, alpha, drive,
+                  with_drive):
     """Retroactive modulation: ``plastic_after = clip(plastic + rate * elig)`` (rate over j) and
-    ``elig_after = (1 - eta) elig + eta outer(pre, post)`` (the afters may be the befores); then the next step's
-    drive as in :func:`_update`."""
+    ``elig_after = (1 - eta) elig + eta outer(pre, post)`` (the afters may be the befores); then, ``with_drive``,
+    the next step's drive as in :func:`_update`."""
     N = pre.shape[0]
     keep = 1 - eta
     in_place = plastic_after.ctypes.data == plastic.ctypes.data
@@ -210,39 +197,34 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
             for j in range(N):
                 pa_row[j] = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
                 ea_row[j] = keep * e_row[j] + e_pre * post[j]
-        if nxt.shape[0] > 0:
+    if with_drive:  # as in _update
+        for i in range(N):
             _add_drive(drive, nxt, w, alpha, plastic_after[i], i)
 
 
 @_part
-def _step_drive(a, x, in_w, in_b, first, trace, pre, w, alpha, drive):
-    """The drive of a step: its input plus, at the first step, ``pre @ (w + alpha * trace)``, later the part that
-    the previous step left in ``drive``; then ``drive`` is cleared for the next step's."""
-    _input(a, x, in_w, in_b)
-    if first:
-        for i in range(a.shape[0]):
-            _add_drive(a, pre, w, alpha, trace[i], i)
+def _next_drive(drive, in_b):
+    """Start the next step's drive from the input bias (none: zero); the trace update adds the rest."""
+    if in_b.shape[0] == 0:
+        drive[:] = 0
     else:
-        for j in range(a.shape[0]):
-            a[j] += drive[j]
-    drive[:] = 0
+        drive[:] = in_b
 
 
 @_Kernel
-def plastic_step(before, after, pre, x, in_w, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, kind, clip,
-                 post, mod, rate, q, decay, drive, first, last, groups):
-    """One time step of every example (B, N): ``post = tanh(input + pre @ (w + alpha * before))``, the rate (into
+def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, kind, clip, mod, rate,
+                 q, decay, drive, last, groups):
+    """The plasticity of one time step for every example (B, N), from the new activity ``post``: the rate (into
     ``rate``; the modulator into ``mod`` (B, 1) if modulated), ``q = rate * post``, the rule's decay (hebb:
     ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
-    :func:`_update` (``after`` may be ``before``). See :func:`_input` for the input. Unless the step is the
-    ``last``, ``drive`` (B, N) keeps the next step's ``post @ (w + alpha * after)``; it is read unless the step is
-    the ``first``. The examples are shared out among ``groups`` threads."""
+    :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
+    next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
+    who also takes the tanh: PyTorch's is vectorised). The examples are shared out among ``groups`` threads."""
     B, N = pre.shape
     for g in _prange(groups):
         for b in range(g, B, groups):
             a, r, qb, db = post[b], rate[b], q[b], decay[b]
-            _step_drive(a, x[b], in_w, in_b, first, before[b, 0], pre[b], w, alpha, drive[b])
-            m = _activity_and_rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
+            m = _rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
             if mod_w.shape[0] > 0:
                 mod[b, 0] = m
             for j in range(N):
@@ -253,12 +235,14 @@ def plastic_step(before, after, pre, x, in_w, in_b, w, alpha, eta, mod_w, mod_b,
             elif kind == OJA:
                 for j in range(N):
                     db[j] = 1 - qb[j] * a[j]
-            _update(after[b, 0], before[b, 0], pre[b], qb, db, kind, clip, a[:0] if last else a, w, alpha, drive[b])
+            if not last:
+                _next_drive(drive[b], in_b)
+            _update(after[b, 0], before[b, 0], pre[b], qb, db, kind, clip, a, w, alpha, drive[b], not last)
 
 
 @_Kernel
-def retro_step(before, after, pre, x, in_w, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, clip, post, mod, rate,
-               drive, first, last, groups):
+def retro_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, clip, mod, rate, drive,
+               last, groups):
     """:func:`plastic_step` with retroactive modulation: ``before`` and ``after`` (B, 2, N, N) hold the plastic and
     the eligibility traces; the drive reads the plastic one; both are updated as in :func:`_retro_update`, with eta
     the eligibility rate and the modulator's rate."""
@@ -266,10 +250,19 @@ def retro_step(before, after, pre, x, in_w, in_b, w, alpha, eta, mod_w, mod_b, f
     for g in _prange(groups):
         for b in range(g, B, groups):
             a, s, n = post[b], before[b], after[b]
-            _step_drive(a, x[b], in_w, in_b, first, s[0], pre[b], w, alpha, drive[b])
-            mod[b, 0] = _activity_and_rate(a, rate[b], eta * 0, mod_w, mod_b, fan_w, fan_b)
-            _retro_update(n[0], n[1], s[0], s[1], pre[b], a, rate[b], eta, clip, a[:0] if last else a, w, alpha,
-                          drive[b])
+            mod[b, 0] = _rate(a, rate[b], eta * 0, mod_w, mod_b, fan_w, fan_b)
+            if not last:
+                _next_drive(drive[b], in_b)
+            _retro_update(n[0], n[1], s[0], s[1], pre[b], a, rate[b], eta, clip, a, w, alpha, drive[b], not last)
+
+
+@_jit
+def first_drive(drive, traces, pre, in_b, w, alpha):
+    """The first step's ``drive = in_b + pre @ (w + alpha * traces[:, 0])`` (B, N); the steps make the others."""
+    for b in range(pre.shape[0]):
+        _next_drive(drive[b], in_b)
+        for i in range(pre.shape[1]):
+            _add_drive(drive[b], pre[b], w, alpha, traces[b, 0, i], i)
 
 
 @_part
@@ -393,12 +386,11 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
         _mask(Gb, starts[n_chunks, b, 0], clip)
     g_h, g_prev = g_out[T - 1, b].copy(), np.empty_like(g_out[0, 0])
     d_q, d_decay, g_q = np.empty_like(g_prev), np.empty_like(g_prev), np.empty_like(g_prev)
-    no_next = g_prev[:0]
     for c in range(n_chunks - 1, -1, -1):
         start, stop = c * k, min(T, (c + 1) * k)
         for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
             _update(work[t - start, 0], starts[c, b, 0] if t == start else work[t - start - 1, 0], h[t, b], q[t, b],
-                    decay[t, b], kind, clip, no_next, w, alpha, no_next)
+                    decay[t, b], kind, clip, g_q, w, alpha, g_q, False)
         for t in range(stop - 1, start - 1, -1):
             trace = starts[c, b, 0] if t == start else work[t - start - 1, 0]
             pre, post, qt, dt, rt, d_r = h[t, b], h[t + 1, b], q[t, b], decay[t, b], rate[t, b], d_rate[t, b]
@@ -451,14 +443,13 @@ def _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, 
     _mask(G_plastic, starts[n_chunks, b, 0], clip)
     g_h, g_prev = g_out[T - 1, b].copy(), np.empty_like(g_out[0, 0])
     d_q, g_q = np.empty_like(g_prev), np.empty_like(g_prev)
-    no_next = g_prev[:0]
     d_eta_b = eta * 0
     for c in range(n_chunks - 1, -1, -1):
         start, stop = c * k, min(T, (c + 1) * k)
         for t in range(start, stop - 1):
             s = starts[c, b] if t == start else work[t - start - 1]
             _retro_update(work[t - start, 0], work[t - start, 1], s[0], s[1], h[t, b], h[t + 1, b], rate[t, b],
-                          eta, clip, no_next, w, alpha, no_next)
+                          eta, clip, g_q, w, alpha, g_q, False)
         for t in range(stop - 1, start - 1, -1):
             s = starts[c, b] if t == start else work[t - start - 1]
             plastic, elig = s[0], s[1]
@@ -502,20 +493,22 @@ def warm_up(dtype=np.float32) -> None:
     that follows counts neither the compiler's time nor its memory."""
     if not _switch.enabled:
         return
-    rows, vector, no_rows = np.zeros((1, 1), dtype), np.zeros(1, dtype), empty_rows(dtype)
+    rows, vector, no_rows, no_vector = np.zeros((1, 1), dtype), np.zeros(1, dtype), empty_rows(dtype), \
+        np.zeros(0, dtype)
     steps, h = np.zeros((1, 1, 1), dtype), np.zeros((2, 1, 1), dtype)
     eta, clip = np.dtype(dtype).type(0.1), np.dtype(dtype).type(1.0)
-    for n_traces, kernels in ((1, (plastic_step, plastic_backward)), (2, (retro_step, retro_backward))):
+    for n_traces in (1, 2):
         traces, starts = np.zeros((1, n_traces, 1, 1), dtype), np.zeros((2, 1, n_traces, 1, 1), dtype)
-        work = np.zeros((1, 1, n_traces, 1, 1), dtype)
+        work, in_b = np.zeros((1, 1, n_traces, 1, 1), dtype), (vector, no_vector)[n_traces - 1]
+        first_drive(rows.copy(), traces, rows, in_b, rows, rows)
         for mod_w in (rows, no_rows) if n_traces == 1 else (rows,):
-            step, step_out = (traces, traces, rows, rows, no_rows, vector, rows, rows, eta, mod_w, vector, no_rows,
-                              vector), [rows.copy() for _ in range(3)]
-            backward_in = (starts, 1, h, steps, *(steps,) * (n_traces == 1) * 2, steps, mod_w, no_rows, rows, rows)
+            step = (traces, traces, rows, rows, in_b, rows, rows, eta, mod_w, vector, no_rows, vector)
             backward_out = (traces.copy(), steps.copy(), steps.copy(), steps.copy(), rows.copy(), steps.copy())
             if n_traces == 1:
-                kernels[0].compile(*step, HEBB, clip, *step_out, rows.copy(), rows.copy(), rows.copy(), True, False, 1)
-                kernels[1].compile(*backward_in, steps, CLIP, clip, *backward_out, work, 1)
+                plastic_step.compile(*step, HEBB, clip, *(rows.copy() for _ in range(5)), False, 1)
+                plastic_backward.compile(starts, 1, h, steps, steps, steps, steps, mod_w, no_rows, rows, rows, steps,
+                                         CLIP, clip, *backward_out, work, 1)
             else:
-                kernels[0].compile(*step, clip, *step_out, rows.copy(), True, False, 1)
-                kernels[1].compile(*backward_in, eta, steps, clip, *backward_out, vector.copy(), work, 1)
+                retro_step.compile(*step, clip, rows.copy(), rows.copy(), rows.copy(), False, 1)
+                retro_backward.compile(starts, 1, h, steps, steps, mod_w, no_rows, rows, rows, eta, steps, clip,
+                                       *backward_out, vector.copy(), work, 1)

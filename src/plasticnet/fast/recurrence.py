@@ -436,7 +436,8 @@ def _kernel_scalars(spec: _Plasticity, eta: Optional[torch.Tensor], dtype) -> tu
 
 def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w,
                     fan_b):
-    """:meth:`_FusedPlasticRNN.forward` with :mod:`.cpu_kernels`: one kernel call per step. The traces are kept as
+    """:meth:`_FusedPlasticRNN.forward` with :mod:`.cpu_kernels`: per step, the input and tanh as two PyTorch
+    operations, then one kernel call for the plasticity and the next step's recurrent drive. The traces are kept as
     (B, n_traces, N, N), so that each example's are together: only the first of each chunk of k steps, and the
     final one, in ``starts``; the others are updated in place in ``current``."""
     spec, T = run.spec, run.steps
@@ -452,8 +453,9 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
     if closed:
         x = ws.get("x", (T, *run.x0.shape), h0)
         x[0] = run.x0
-        xs = x.unbind(0)
-    inputs = (x if closed else u.detach().contiguous()).numpy()
+        xs, in_wt = x.unbind(0), in_w.detach().t()
+    else:
+        us = u.unbind(0)
     starts = ws.get("chunk_starts", (n_chunks + 1, B, spec.n_traces, N, N), h0)
     starts[0] = traces0.transpose(0, 1)
     starts_np = starts.numpy()
@@ -464,25 +466,31 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
     q = None if retro else ws.get("q", (T, B, N), h0)
     decay = None if retro else ws.get("decay", (T, B, N), h0)
     mods_np, rates_np = mods.numpy(), rates.numpy()
-    weights = (_numpy(in_w, 2, h0), _numpy(in_b, 1, h0), _numpy(w, 2, h0), _full_alpha(alpha, N).numpy())
+    weights = (_numpy(in_b, 1, h0), _numpy(w, 2, h0), _full_alpha(alpha, N).numpy())
     modulator = (_numpy(mod_w, 2, h0), _numpy(mod_b, 1, h0), _numpy(fan_w, 2, h0), _numpy(fan_b, 1, h0))
     eta_f, clip = _kernel_scalars(spec, eta, h_np.dtype)
-    drive = ws.get("drive", (B, N), h0).numpy()  # the next step's recurrent and plastic drive
-    groups = cpu_kernels.threads(B)
+    drive = ws.get("drive", (B, N), h0)  # the recurrent and plastic part of the next step's drive
+    drive_np, groups = drive.numpy(), cpu_kernels.threads(B)
+    cpu_kernels.first_drive(drive_np, starts_np[0], h_np[0], *weights)
     if not retro:
         kind, q_np, decay_np = cpu_kernels.KINDS[spec.kind], q.numpy(), decay.numpy()
     for t in range(T):
+        post = hs[t + 1]
+        if closed:
+            torch.addmm(drive, xs[t], in_wt, out=post)
+        else:
+            torch.add(us[t], drive, out=post)
+        post.tanh_()
         before = starts_np[t // k] if t % k == 0 else current
         after = starts_np[n_chunks] if t + 1 == T else starts_np[(t + 1) // k] if (t + 1) % k == 0 else current
         if retro:
-            cpu_kernels.retro_step(before, after, h_np[t], inputs[t], *weights, eta_f, *modulator, clip,
-                                   h_np[t + 1], mods_np[t], rates_np[t], drive, t == 0, t + 1 == T, groups)
+            cpu_kernels.retro_step(before, after, h_np[t], h_np[t + 1], *weights, eta_f, *modulator, clip,
+                                   mods_np[t], rates_np[t], drive_np, t + 1 == T, groups)
         else:
-            cpu_kernels.plastic_step(before, after, h_np[t], inputs[t], *weights, eta_f, *modulator, kind, clip,
-                                     h_np[t + 1], mods_np[t], rates_np[t], q_np[t], decay_np[t], drive, t == 0,
-                                     t + 1 == T, groups)
+            cpu_kernels.plastic_step(before, after, h_np[t], h_np[t + 1], *weights, eta_f, *modulator, kind, clip,
+                                     mods_np[t], rates_np[t], q_np[t], decay_np[t], drive_np, t + 1 == T, groups)
         if closed:
-            x_next = run.feedback(t, hs[t + 1])
+            x_next = run.feedback(t, post)
             if t + 1 < T:
                 xs[t + 1].copy_(x_next)
     ctx.run, ctx.keep_all, ctx.k, ctx.closed, ctx.kernels = run, False, k, closed, True
