@@ -205,8 +205,9 @@ class PlasticRNN(nn.Module):
     modulation: ``clip`` only) through :func:`plasticnet.fast.fused_cell_run`: the same results, faster, with a
     hand-written backward pass and buffers kept from one call to the next;
     ``checkpoint_every=k`` then keeps only every k-th trace for the backward pass and recomputes the others
-    (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory). Other
-    configurations step the cell, so autograd keeps every trace.
+    (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory); None keeps every
+    trace, except on a CPU with the Numba kernels, where chunks of about sqrt(T) steps are faster (1 keeps every
+    trace there). Other configurations step the cell, so autograd keeps every trace.
     """
 
     def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False, fused: bool = True,

@@ -11,6 +11,8 @@ neuromodulation with or without fan-out, or retroactive neuromodulation with the
   gradients of ``w`` and the modulator as one matrix product over all steps at the end;
 - with ``checkpoint_every=k`` only every k-th trace is kept and the others are recomputed chunk by chunk during the
   backward pass: memory for T/k + k traces instead of T, for about one extra forward pass of the trace updates.
+  ``checkpoint_every=None`` keeps every trace, but for the CPU kernels, where recomputation in cache is the faster
+  choice: there it means chunks of about sqrt(T) steps (``checkpoint_every=1`` keeps every trace).
 
 Two ways to feed it: the drive of every step given up front (:func:`fused_plastic_rnn`, :func:`fused_cell_run`),
 or a closed loop (:func:`fused_closed_loop`) where each step's input is computed from the previous step's activity
@@ -18,8 +20,10 @@ by a function the gradient does not go through, as when an agent acts in an envi
 buffers from one call to the next (:class:`Workspace`), which on a CPU saves the page faults of fresh memory.
 
 Every non-retroactive rule of the form ``trace = clip(decay * trace + outer(pre, q))`` fits; see
-:func:`_decay_and_q`. The trace work runs in :mod:`.cpu_kernels` on a CPU, in :mod:`.gpu_kernels` (a whole step per
-kernel) on a GPU where they cover the cell, and as PyTorch operations otherwise.
+:func:`_decay_and_q`. The work runs in :mod:`.cpu_kernels` on a CPU (a step per kernel call forward, the whole
+backward pass in one, example by example: :func:`_kernel_forward`, :func:`_kernel_backward`), in
+:mod:`.gpu_kernels` (a whole step per kernel) on a GPU where they cover the cell, and as PyTorch operations
+otherwise.
 """
 
 from __future__ import annotations

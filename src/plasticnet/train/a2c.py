@@ -46,7 +46,8 @@ class A2CConfig(RunConfig):
     ``value_coef`` (``--blossv``); ``grad_clip`` on the global gradient norm (0: none); Adam ``lr`` and
     ``adam_eps``; ``burn_in`` iterations without optimizer steps; ``baseline`` own or element0.
     Speed: ``checkpoint_every`` k keeps every k-th trace of an episode and recomputes the others in the backward
-    pass (0: keep all; memory T traces instead of T/k + k). ``cuda_graph``: on a CUDA device, capture the iteration
+    pass (memory T/k + k traces instead of T; 0: the device's default, every trace on a GPU, chunks of about
+    sqrt(T) on a CPU, where that is faster). ``cuda_graph``: on a CUDA device, capture the iteration
     (episode, loss, backward pass, clipping) once as a CUDA graph and replay it (:mod:`.cuda_graph`); same results,
     several times faster at small batches. Ignored on a CPU.
     """
@@ -93,7 +94,7 @@ class A2CConfig(RunConfig):
         if not 0 <= self.gamma <= 1:
             raise ConfigError(f"gamma is a discount factor in [0, 1], got {self.gamma}")
         if self.grad_clip < 0 or self.burn_in < 0 or self.checkpoint_every < 0:
-            raise ConfigError("grad_clip, burn_in and checkpoint_every must be >= 0 (0: none)")
+            raise ConfigError("grad_clip, burn_in and checkpoint_every must be >= 0 (0: none, or the default)")
         if self.adam_eps <= 0 or self.lr <= 0:
             raise ConfigError(f"lr and adam_eps must be positive, got {self.lr} and {self.adam_eps}")
 
