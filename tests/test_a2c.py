@@ -348,3 +348,12 @@ def test_plot_against_wall_clock(tmp_path):
     assert grid[-1] <= min(first[-1]["seconds"], second[-1]["seconds"])
     expected = np.interp(grid, [p["seconds"] for p in second], [p["reward"] for p in second])
     np.testing.assert_allclose(values[1], expected)
+
+
+def test_the_heads_as_one_product_are_the_two_heads():
+    torch.manual_seed(0)
+    agent = RecurrentAgent(17, 4, "modplast", 12)
+    h = torch.randn(5, 3, 12)
+    logits, values = agent.heads(h)
+    torch.testing.assert_close(logits, agent.h2o(h))
+    torch.testing.assert_close(values, agent.value(h))

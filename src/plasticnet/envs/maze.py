@@ -200,7 +200,9 @@ class MazeEnv(BatchedEnv):
     def _advance(self, action: torch.Tensor) -> torch.Tensor:
         moved = self._next_cell[self._pos, action]
         hit = moved == self._reward_cell
-        reward = self._penalty[self._pos, action] + hit * self.config.reward
+        reward = hit * self.config.reward
+        if self.config.wall_penalty:  # the 2019 mazes have none: a gather less per step
+            reward = self._penalty[self._pos, action] + reward
         self._pos = torch.where(hit, self._teleport_cells[:, self.t], moved)
         self._prev_reward = reward
         self._prev_action = action

@@ -188,6 +188,15 @@ class _Run:
     graph: bool = False  # whether a backward pass will follow (set by _apply)
 
 
+def _set_initial_traces(buffer: torch.Tensor, traces0: Optional[torch.Tensor]) -> None:
+    """Write the initial traces into a pass's buffer; None stands for zeros (a fresh state), which saves making a
+    tensor of them each call."""
+    if traces0 is None:
+        buffer.zero_()
+    else:
+        buffer.copy_(traces0)
+
+
 def _apply(run: _Run, *tensors):
     """:class:`_FusedPlasticRNN` on ``tensors``, telling it whether a backward pass can follow."""
     run.graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
@@ -204,6 +213,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, run: _Run):
         spec, T, ws = run.spec, run.steps, run.workspace
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zeros to write
         if ws.busy:  # an earlier call's backward pass still needs these buffers
             ws = Workspace()
         ws.busy = run.graph
@@ -237,7 +247,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
         trace_shape = (spec.n_traces, B, N, N)
         work = ws.get("work", _work_shape(keep_all, k, T, trace_shape), h0)
         chunk_starts = None if keep_all else ws.get("chunk_starts", (n_chunks + 1, *trace_shape), h0)
-        (work if keep_all else chunk_starts)[0] = traces0
+        _set_initial_traces((work if keep_all else chunk_starts)[0], traces0)
         scratch = ws.get("scratch", (B, N, N), h0)
         gpu = _use_gpu_kernels(spec, h0)
         if gpu:  # the kernels read rows with unit stride
@@ -415,6 +425,7 @@ def _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, d_eta):
     else:
         d_in_w = d_in_b = None
         d_u = g_a_all
+    G = G if ctx.needs_input_grad[4] else None  # the initial traces may be None (zeros)
     return (d_u, d_in_w, d_in_b, g_h, G, d_w, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None)
 
 
@@ -461,7 +472,7 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
     else:
         us = u.unbind(0)
     starts = ws.get("chunk_starts", (n_chunks + 1, B, spec.n_traces, N, N), h0)
-    starts[0] = traces0.transpose(0, 1)
+    _set_initial_traces(starts[0].transpose(0, 1), traces0)
     starts_np = starts.numpy()
     current = ws.get("current", (B, spec.n_traces, N, N), h0).numpy() if k > 1 else None
     # Per step: the modulator, the rate per post-synaptic unit and (but for retroactive modulation) the update's q
@@ -511,14 +522,19 @@ def _kernel_backward(ctx, g_out, g_traces_final):
     B, N = h.shape[1:]
     retro = spec.modulation == "retroactive"
     g_out = g_out.contiguous() if g_out is not None else h.new_zeros(T, B, N)
+    # What the caller does not get back lives in the workspace (fresh memory costs a page fault per 4 KB written).
+    ws, traces_grad = ctx.workspace, ctx.needs_input_grad[4]
+    G_shape = (B, spec.n_traces, N, N)
+    G = h.new_empty(G_shape) if traces_grad else ws.get("trace_adjoint", G_shape, h)
     if g_traces_final is None:
-        G = h.new_zeros(B, spec.n_traces, N, N)
-    else:  # a copy: the kernel turns it into the initial traces' adjoint in place
-        G = g_traces_final.transpose(0, 1).clone(memory_format=torch.contiguous_format)
-    g_a_all, d_rates, g_z_all = h.new_empty(T, B, N), h.new_empty(T, B, N), h.new_zeros(T, B, 1)
-    g_h0, d_alpha_ex = h.new_empty(B, N), h.new_zeros(B, N, N)
+        G.zero_()
+    else:  # the kernel turns it into the initial traces' adjoint in place
+        G.copy_(g_traces_final.transpose(0, 1))
+    g_a_all = ws.get("g_a", (T, B, N), h) if ctx.closed else h.new_empty(T, B, N)  # d_u otherwise
+    d_rates, g_z_all = ws.get("d_rates", (T, B, N), h), ws.get("g_z", (T, B, 1), h)
+    g_h0, d_alpha_ex = h.new_empty(B, N), ws.get("d_alpha", (B, N, N), h).zero_()
     groups = cpu_kernels.threads(B)
-    work = ctx.workspace.get("work", (groups, max(k - 1, 1), spec.n_traces, N, N), h).numpy()
+    work = ws.get("work", (groups, max(k - 1, 1), spec.n_traces, N, N), h).numpy()
     weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w, 2, h), _full_alpha(alpha, N).numpy())
     outputs = (G.numpy(), g_a_all.numpy(), d_rates.numpy(), g_z_all.numpy(), g_h0.numpy(), d_alpha_ex.numpy())
     (eta_f, clip), d_eta = _kernel_scalars(spec, eta, outputs[0].dtype), None
@@ -610,10 +626,9 @@ def fused_closed_loop(cell, x0: torch.Tensor, feedback: Callable[[int, torch.Ten
     ``x0`` for t = 0 and ``feedback(t - 1, h_{t-1})`` afterwards; ``feedback(t, h_t)`` is called after every step,
     the last one included, without gradient, and no gradient flows through it. Returns the activities
     (steps, B, N), differentiable with respect to every parameter of the cell."""
-    state = cell.initial_state(x0.shape[0])
+    h0 = cell.initial_state(x0.shape[0]).h
     run = _Run(_plasticity(cell), steps, checkpoint_every, workspace or Workspace(), x0, feedback)
-    out, _ = _apply(run, None, cell.i2h.weight, cell.i2h.bias, state.h, _initial_traces(cell, state),
-                    *_cell_tensors(cell))
+    out, _ = _apply(run, None, cell.i2h.weight, cell.i2h.bias, h0, None, *_cell_tensors(cell))
     return out
 
 

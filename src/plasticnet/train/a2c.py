@@ -109,13 +109,14 @@ def make_agent(cfg: A2CConfig, env) -> RecurrentAgent:
 
 
 class Episode(NamedTuple):
-    """One batched episode: ``logits`` (T, B, A) and ``hidden`` (T, B, N) carry gradients; ``actions`` (T, B) and
-    ``rewards`` (T, B) do not."""
+    """One batched episode: ``logits`` (T, B, A), ``hidden`` (T, B, N) and the state ``values`` (T, B) carry
+    gradients; ``actions`` (T, B) and ``rewards`` (T, B) do not."""
 
     logits: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     hidden: torch.Tensor
+    values: torch.Tensor
 
 
 class EpisodeDraws(NamedTuple):
@@ -167,7 +168,8 @@ def run_episode(agent: RecurrentAgent, env, draws: EpisodeDraws, watch=None) -> 
         return obs
 
     hidden = agent.unroll(obs, act, env.episode_length)
-    return Episode(agent.h2o(hidden), torch.stack(actions), torch.stack(rewards), hidden)
+    logits, values = agent.heads(hidden)
+    return Episode(logits, torch.stack(actions), torch.stack(rewards), hidden, values)
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -238,7 +240,7 @@ class A2CExperiment:
         cfg = self.cfg
         episode = run_episode(self.model, self.env, EpisodeDraws(episode_seeds, uniform))
         returns = discounted_returns(episode.rewards, cfg.gamma)
-        loss = a2c_loss(episode.logits, episode.actions, self.model.value(episode.hidden), returns,
+        loss = a2c_loss(episode.logits, episode.actions, episode.values, returns,
                         cfg.entropy_coef, cfg.value_coef, cfg.baseline)
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
