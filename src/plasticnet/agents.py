@@ -44,7 +44,8 @@ class RecurrentAgent(nn.Module):
 
     ``hidden = agent.unroll(obs, feedback, steps)`` runs the core for a whole episode; the heads read the
     activities afterwards, ``agent.h2o(hidden)`` for the action scores and ``agent.value(hidden)`` for the values
-    (``agent.heads(hidden)``: both as one matrix product). ``agent.step(obs, state)`` advances one step, for use outside an episode loop.
+    (``agent.heads(hidden)``: both as one matrix product). ``agent.step(obs, state)`` advances one step, for use
+    outside an episode loop.
     W and alpha start uniform in ``[0, init_scale)`` (all positive, as in every maze and cue-reward network of both
     papers); eta, where there is one, starts at ``eta_init``. ``checkpoint_every`` trades the memory of the fused
     path's traces for recomputation (see :func:`plasticnet.fast.fused_closed_loop`); ``fused=False`` always steps
