@@ -508,7 +508,7 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
             x_next = run.feedback(t, post)
             if t + 1 < T:
                 xs[t + 1].copy_(x_next)
-    ctx.run, ctx.keep_all, ctx.k, ctx.closed, ctx.kernels = run, False, k, closed, True
+    ctx.run, ctx.k, ctx.closed, ctx.kernels = run, k, closed, True
     ctx.save_for_backward(u, x, h, starts, None, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, q, decay)
     return h[1:].clone(), starts[n_chunks].transpose(0, 1).clone(memory_format=torch.contiguous_format)
 
@@ -626,7 +626,7 @@ def fused_closed_loop(cell, x0: torch.Tensor, feedback: Callable[[int, torch.Ten
     ``x0`` for t = 0 and ``feedback(t - 1, h_{t-1})`` afterwards; ``feedback(t, h_t)`` is called after every step,
     the last one included, without gradient, and no gradient flows through it. Returns the activities
     (steps, B, N), differentiable with respect to every parameter of the cell."""
-    h0 = cell.initial_state(x0.shape[0]).h
+    h0 = cell.w.new_zeros(x0.shape[0], cell.hidden_size)  # traces0=None: zero traces, written into the buffers
     run = _Run(_plasticity(cell), steps, checkpoint_every, workspace or Workspace(), x0, feedback)
     out, _ = _apply(run, None, cell.i2h.weight, cell.i2h.bias, h0, None, *_cell_tensors(cell))
     return out
