@@ -273,6 +273,7 @@ def test_cpu_kernels_give_the_same_result_on_any_number_of_threads(every, trace_
             results.append(torch.autograd.grad(_loss(out, hebb), [*cell.parameters(), *state0[:2]]))
         finally:
             torch.set_num_threads(previous)
-    assert parallel_calls == [2] * 10  # 9 steps and the backward pass, on two threads
+    # the backward pass on two threads, and the 9 steps where Numba's threading layer starts threads cheaply
+    assert parallel_calls == [2] * (10 if cpu_kernels._cheap_launches() else 1)
     for a, b in zip(*results):
         assert torch.equal(a, b)

@@ -115,9 +115,29 @@ class _Kernel:
                 torch.set_num_threads(threads)
 
 
-def threads(batch_size: int) -> int:
-    """How many threads the kernels use: PyTorch's thread count, within Numba's and the batch size."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch_size))
+def threads(batch_size: int, per_step: bool = False) -> int:
+    """How many threads the kernels use: PyTorch's thread count, within Numba's and the batch size. A kernel called
+    at every step (``per_step``) stays on one thread unless Numba's threading layer starts threads cheaply."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch_size))
+    return n if n == 1 or not per_step or _cheap_launches() else 1
+
+
+@_Kernel
+def _touch(out, groups):
+    for g in _prange(groups):
+        out[g] = g
+
+
+_launches: list = []
+
+
+def _cheap_launches() -> bool:
+    """Whether Numba's threading layer is OpenMP or TBB: a launch costs a microsecond or two there, where its own
+    work queue took about 150 us, more than a step's work (measured at the maze's batch 30)."""
+    if not _launches:
+        _touch.compile(np.zeros(2), 2)  # the layer is chosen at the first launch
+        _launches.append(numba.threading_layer() in ("omp", "tbb"))
+    return _launches[0]
 
 
 @_part
