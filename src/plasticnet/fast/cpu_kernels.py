@@ -23,7 +23,7 @@ Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out
 argument type, so optional arguments would multiply the compiled versions. Compiled versions are cached on disk.
 
 Measured on one core at 100 units, batch 30: a step 56 us forward, 110 us back (recomputation included); the loops
-run near the core's load and store throughput (``benchmarks/README.md``).
+are bound by cache bandwidth (``DESIGN.md``).
 """
 
 from __future__ import annotations
