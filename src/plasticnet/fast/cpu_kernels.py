@@ -22,7 +22,7 @@ Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
 argument type, so optional arguments would multiply the compiled versions. Compiled versions are cached on disk.
 
-Measured on one core at 100 units, batch 30: a step 56 us forward, 110 us back (recomputation included); the loops
+Measured on one core at 100 units, batch 30: a step 50 us forward, 110 us back (recomputation included); the loops
 are bound by cache bandwidth (``DESIGN.md``).
 """
 
@@ -72,7 +72,7 @@ def _jit(function=None, parallel=False, inline=False):
 
 # Parts inlined where they are used: a call per row costs more than the row's work. Whole passes over an example's
 # trace (N * N numbers) are functions of their own instead: inlined into a larger loop, their loops were not all
-# vectorised (measured: the step kernel 63 us inlined, 56 us called, at 100 units and batch 30).
+# vectorised (measured: the step kernel 63 us with the update inlined, 56 us called, at 100 units and batch 30).
 _part = _jit(inline=True)
 
 
@@ -174,30 +174,40 @@ def _rate(post, rate, eta, mod_w, mod_b, fan_w, fan_b):
 @_jit
 def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with_drive):
     """``after = clip(decay * before + outer(pre, q), -clip, clip)`` (no decay for the clip rule; ``after`` may be
-    ``before``), then, ``with_drive``, the next step's ``drive += nxt @ (w + alpha * after)`` while the example's
-    trace is in cache."""
+    ``before``), then, ``with_drive``, the next step's ``drive += nxt @ (w + alpha * after)`` in the same loop, each
+    new value while it is in a register. ``nxt`` has N entries even without the drive."""
     N = pre.shape[0]
     in_place = after.ctypes.data == before.ctypes.data
     for i in range(N):
-        p, dst = pre[i], after[i]
-        # The compiler vectorises a loop only where it can tell that the rows do not overlap.
-        if in_place and kind == CLIP:
+        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], alpha[i]
+        # One loop per case: the compiler vectorises a loop only where it can tell that the rows do not overlap (in
+        # place they do: a loop of its own), and a loop of the drive's own beside the update's stopped it too.
+        if with_drive and in_place and kind == CLIP:
             for j in range(N):
-                dst[j] = min(max(dst[j] + p * q[j], -clip), clip)
-        elif in_place:
+                v = min(max(dst[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive and in_place:
             for j in range(N):
-                dst[j] = min(max(decay[j] * dst[j] + p * q[j], -clip), clip)
-        elif kind == CLIP:
-            src = before[i]
+                v = min(max(decay[j] * dst[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive and kind == CLIP:
+            for j in range(N):
+                v = min(max(src[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive:
+            for j in range(N):
+                v = min(max(decay[j] * src[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif kind == CLIP:  # the backward pass's recomputation, never in place
             for j in range(N):
                 dst[j] = min(max(src[j] + p * q[j], -clip), clip)
         else:
-            src = before[i]
             for j in range(N):
                 dst[j] = min(max(decay[j] * src[j] + p * q[j], -clip), clip)
-    if with_drive:  # a loop of its own: beside the update's, it stopped the update's from being vectorised
-        for i in range(N):
-            _add_drive(drive, nxt, w, alpha, after[i], i)
 
 
 @_jit
@@ -210,19 +220,24 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
     keep = 1 - eta
     in_place = plastic_after.ctypes.data == plastic.ctypes.data
     for i in range(N):
-        e_pre, p_row, e_row = eta * pre[i], plastic[i], elig[i]
-        if in_place:  # as in _update
+        e_pre, p_row, e_row, pa_row, ea_row = eta * pre[i], plastic[i], elig[i], plastic_after[i], elig_after[i]
+        n, w_row, a_row = nxt[i], w[i], alpha[i]
+        if with_drive and in_place:  # as in _update
             for j in range(N):
-                p_row[j] = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
                 e_row[j] = keep * e_row[j] + e_pre * post[j]
+                p_row[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive:
+            for j in range(N):
+                v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                ea_row[j] = keep * e_row[j] + e_pre * post[j]
+                pa_row[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
         else:
-            pa_row, ea_row = plastic_after[i], elig_after[i]
             for j in range(N):
                 pa_row[j] = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
                 ea_row[j] = keep * e_row[j] + e_pre * post[j]
-    if with_drive:  # as in _update
-        for i in range(N):
-            _add_drive(drive, nxt, w, alpha, plastic_after[i], i)
 
 
 @_part
