@@ -129,8 +129,9 @@ class MazeEnv(BatchedEnv):
         """Per-cell look-up tables, so that a step is a handful of gathers (on a GPU, a handful of kernels).
 
         Cells are numbered row * size + column. ``_next_cell[c, a]``: where action a leads from c (c itself into a
-        wall); ``_penalty[c, a]``: minus the wall penalty where it bumps; ``_obs_table[c]``: the observation's
-        constant part at c (the 3x3 wall map and the bias); ``_free_index[c]``: c's index among the free cells.
+        wall); ``_penalty[c, a]``: minus the wall penalty where it bumps; ``_obs_table[c, a]``: the observation's
+        constant part at c after action a (the 3x3 wall map, the bias and, in the 2019 layout, a's one-hot);
+        ``_free_index[c]``: c's index among the free cells.
         Cells on the border are never occupied; their entries are clamped to stay in range and never read.
         """
         size, device = self.config.size, self.device
@@ -145,13 +146,14 @@ class MazeEnv(BatchedEnv):
         offsets = torch.arange(-1, 2, device=device)
         view_rows = (rows[:, None] + offsets.repeat_interleave(3)).clamp(0, size - 1)
         view_cols = (cols[:, None] + offsets.repeat(3)).clamp(0, size - 1)
-        self._obs_table = torch.zeros(size * size, 17, dtype=torch.float32, device=device)
-        self._obs_table[:, :9] = self.walls[view_rows, view_cols]
-        self._obs_table[:, 16 if self.config.observation == "dp2018" else 10] = 1.0
+        self._obs_table = torch.zeros(size * size, self.n_actions, 17, dtype=torch.float32, device=device)
+        self._obs_table[:, :, :9] = self.walls[view_rows, view_cols][:, None]
+        self._obs_table[:, :, 16 if self.config.observation == "dp2018" else 10] = 1.0
+        if self.config.observation == "backpropamine":  # the previous action's one-hot
+            self._obs_table[:, :, 13:17] = torch.eye(self.n_actions, device=device)
         self._free_flat = self.free_cells[:, 0] * size + self.free_cells[:, 1]
         self._free_index = torch.full((size * size,), -1, dtype=torch.int64, device=device)
         self._free_index[self._free_flat] = torch.arange(len(self._free_flat), device=device)
-        self._one_hot = torch.eye(self.n_actions, dtype=torch.float32, device=device)
 
     @property
     def agent_pos(self) -> torch.Tensor | None:
@@ -230,14 +232,13 @@ class MazeEnv(BatchedEnv):
         return self._free_flat[pick]
 
     def observe(self) -> torch.Tensor:
-        obs = self._obs_table[self._pos]
+        obs = self._obs_table[self._pos, self._prev_action]
         if self.config.observation == "dp2018":
             obs[:, 14] = self._prev_reward
             obs[:, 15] = self.t
         else:
             obs[:, 11] = self.t / self.episode_length
             obs[:, 12] = self._prev_reward
-            obs[:, 13:17] = self._one_hot[self._prev_action]
         return obs
 
 
