@@ -211,6 +211,34 @@ def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with
 
 
 @_jit
+def _update_pair(trace0, trace1, pre0, pre1, q0, q1, decay0, decay1, kind, clip, nxt0, nxt1, w, alpha, drive0,
+                 drive1):
+    """:func:`_update` in place with the next step's drive, for two examples at once: each row of ``w`` and ``alpha``
+    is loaded once for both (50 against 44 us a step for 30 examples at 100 units, alone)."""
+    N = pre0.shape[0]
+    for i in range(N):
+        p0, p1, r0, r1, n0, n1, w_row, a_row = pre0[i], pre1[i], trace0[i], trace1[i], nxt0[i], nxt1[i], w[i], alpha[i]
+        if kind == CLIP:
+            for j in range(N):
+                a, wj = a_row[j], w_row[j]
+                v0 = min(max(r0[j] + p0 * q0[j], -clip), clip)
+                v1 = min(max(r1[j] + p1 * q1[j], -clip), clip)
+                r0[j] = v0
+                r1[j] = v1
+                drive0[j] += n0 * (wj + a * v0)
+                drive1[j] += n1 * (wj + a * v1)
+        else:
+            for j in range(N):
+                a, wj = a_row[j], w_row[j]
+                v0 = min(max(decay0[j] * r0[j] + p0 * q0[j], -clip), clip)
+                v1 = min(max(decay1[j] * r1[j] + p1 * q1[j], -clip), clip)
+                r0[j] = v0
+                r1[j] = v1
+                drive0[j] += n0 * (wj + a * v0)
+                drive1[j] += n1 * (wj + a * v1)
+
+
+@_jit
 def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta, clip, nxt, w, alpha, drive,
                   with_drive):
     """Retroactive modulation: ``plastic_after = clip(plastic + rate * elig)`` (rate over j) and
@@ -259,23 +287,32 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
     next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
     who also takes the tanh: PyTorch's is vectorised). The examples are shared out among ``groups`` threads."""
     B, N = pre.shape
+    in_place = before.ctypes.data == after.ctypes.data
     for g in _prange(groups):
-        for b in range(g, B, groups):
-            a, r, qb, db = post[b], rate[b], q[b], decay[b]
-            m = _rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
-            if mod_w.shape[0] > 0:
-                mod[b, 0] = m
-            for j in range(N):
-                qb[j] = r[j] * a[j]
-            if kind == HEBB:
+        for pair in range(g, (B + 1) // 2, groups):  # examples two by two: they share the weights' loads
+            b0, b1 = 2 * pair, min(2 * pair + 1, B - 1)
+            for b in range(b0, b1 + 1):
+                a, r, qb, db = post[b], rate[b], q[b], decay[b]
+                m = _rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
+                if mod_w.shape[0] > 0:
+                    mod[b, 0] = m
                 for j in range(N):
-                    db[j] = 1 - r[j]
-            elif kind == OJA:
-                for j in range(N):
-                    db[j] = 1 - qb[j] * a[j]
-            if not last:
-                _next_drive(drive[b], in_b)
-            _update(after[b, 0], before[b, 0], pre[b], qb, db, kind, clip, a, w, alpha, drive[b], not last)
+                    qb[j] = r[j] * a[j]
+                if kind == HEBB:
+                    for j in range(N):
+                        db[j] = 1 - r[j]
+                elif kind == OJA:
+                    for j in range(N):
+                        db[j] = 1 - qb[j] * a[j]
+                if not last:
+                    _next_drive(drive[b], in_b)
+            if in_place and not last and b1 > b0:  # the common case: every step but a chunk's ends
+                _update_pair(after[b0, 0], after[b1, 0], pre[b0], pre[b1], q[b0], q[b1], decay[b0], decay[b1], kind,
+                             clip, post[b0], post[b1], w, alpha, drive[b0], drive[b1])
+            else:
+                for b in range(b0, b1 + 1):
+                    _update(after[b, 0], before[b, 0], pre[b], q[b], decay[b], kind, clip, post[b], w, alpha,
+                            drive[b], not last)
 
 
 @_Kernel
