@@ -22,7 +22,7 @@ Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
 argument type, so optional arguments would multiply the compiled versions. Compiled versions are cached on disk.
 
-Measured on one core at 100 units, batch 30: a step 50 us forward, 110 us back (recomputation included); the loops
+Measured on one core at 100 units, batch 30: a step 44 us forward, 110 us back (recomputation included); the loops
 are bound by cache bandwidth (``DESIGN.md``).
 """
 
