@@ -285,7 +285,8 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
     ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
     :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
     next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
-    who also takes the tanh: PyTorch's is vectorised). The examples are shared out among ``groups`` threads."""
+    who also takes the tanh: PyTorch's is vectorised). The examples, two by two, are shared out among ``groups``
+    threads."""
     B, N = pre.shape
     in_place = before.ctypes.data == after.ctypes.data
     for g in _prange(groups):
