@@ -204,8 +204,9 @@ def _apply(run: _Run, *tensors):
 
 
 class _FusedPlasticRNN(torch.autograd.Function):
-    """Inputs: the drive ``u`` (T, B, N), or (closed loop) the input weights ``in_w``, ``in_b``; the initial state;
-    the cell's parameters. Outputs: the activities (T, B, N) and the final traces (n_traces, B, N, N).
+    """Inputs: the drive ``u`` (T, B, N), or (closed loop) the input weights ``in_w``, ``in_b``; the initial state
+    (the traces may be None: zeros); the cell's parameters. Outputs: the activities (T, B, N) and the final traces
+    (n_traces, B, N, N).
 
     The loops index Python lists of per-step views made once (``unbind``) and update in place wherever they can:
     at a few hundred units a step is dozens of small operations, and each one's overhead counts."""
@@ -429,6 +430,11 @@ def _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, d_eta):
     return (d_u, d_in_w, d_in_b, g_h, G, d_w, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None)
 
 
+def _alpha_gradient(full: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The gradient of alpha in its own mode from that of the (N, N) matrix it stands for (see :func:`_full_alpha`)."""
+    return full if alpha.dim() == 2 else full.sum(0) if alpha.dim() == 1 else full.sum()
+
+
 def _kernel_chunk_length(checkpoint_every: Optional[int], steps: int) -> int:
     """The chunk length k of the CPU kernels: ``checkpoint_every`` if given (1 keeps every trace), else about
     sqrt(T). Their backward pass recomputes a chunk's traces one example at a time, in cache, which is faster than
@@ -549,7 +555,7 @@ def _kernel_backward(ctx, g_out, g_traces_final):
                                      mods.numpy(), *weights, g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip,
                                      *outputs, work, groups)
     d_alpha_full = d_alpha_ex.sum(0)
-    d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
+    d_alpha = _alpha_gradient(d_alpha_full, alpha)
     return _gradients(ctx, g_a_all, d_rates, g_z_all if spec.modulation else None, g_h0, G.transpose(0, 1), d_alpha,
                       d_eta)
 
@@ -589,7 +595,7 @@ def _gpu_backward(ctx, g_out, g_traces_final):
                 clip)
             g_h, g_h_before = g_h_before, g_h
     d_alpha_full = d_alpha_ex.sum(0)
-    d_alpha = d_alpha_full if alpha.dim() == 2 else d_alpha_full.sum(0) if alpha.dim() == 1 else d_alpha_full.sum()
+    d_alpha = _alpha_gradient(d_alpha_full, alpha)
     return _gradients(ctx, g_a_all, d_rates, g_z_all, g_h, G, d_alpha, None)
 
 
