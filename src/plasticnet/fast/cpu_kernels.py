@@ -62,12 +62,16 @@ def use_cpu_kernels(enabled: bool):
 
 
 def _jit(function=None, parallel=False, inline=False):
+    """Numba's njit as the kernels use it. Without Numba's reference counting (``_nrt=False``): with it, every
+    array passed to a function that is not inlined cost an atomic increment and decrement, dozens a step, which
+    two threads contend for (the step kernel 46 against 39 us at 100 units and batch 30). So the kernels allocate
+    nothing (their buffers come from the caller) and copy arrays element by element (:func:`_copy`)."""
     if function is None:
         return lambda f: _jit(f, parallel, inline)
     if numba is None:
         return function
     return numba.njit(cache=True, fastmath=_FASTMATH, nogil=True, boundscheck=False, parallel=parallel,
-                      inline="always" if inline else "never")(function)
+                      inline="always" if inline else "never", _nrt=False)(function)
 
 
 # Parts inlined where they are used: a call per row costs more than the row's work. Whole passes over an example's
@@ -269,12 +273,17 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
 
 
 @_part
+def _copy(dst, src):
+    """``dst[:] = src``, element by element: Numba's slice assignment may allocate, which these kernels cannot."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@_part
 def _next_drive(drive, in_b):
     """Start the next step's drive from the input bias (none: zero); the trace update adds the rest."""
-    if in_b.shape[0] == 0:
-        drive[:] = 0
-    else:
-        drive[:] = in_b
+    for j in range(drive.shape[0]):
+        drive[j] = in_b[j] if in_b.shape[0] > 0 else 0
 
 
 @_Kernel
@@ -289,8 +298,10 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
     threads."""
     B, N = pre.shape
     in_place = before.ctypes.data == after.ctypes.data
+    pairs = (B + 1) // 2
     for g in _prange(groups):
-        for pair in range(g, (B + 1) // 2, groups):  # examples two by two: they share the weights' loads
+        first, end = g * pairs // groups, (g + 1) * pairs // groups
+        for pair in range(first, end):  # examples two by two: they share the weights' loads
             b0, b1 = 2 * pair, min(2 * pair + 1, B - 1)
             for b in range(b0, b1 + 1):
                 a, r, qb, db = post[b], rate[b], q[b], decay[b]
@@ -324,7 +335,7 @@ def retro_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_
     the eligibility rate and the modulator's rate."""
     B = pre.shape[0]
     for g in _prange(groups):
-        for b in range(g, B, groups):
+        for b in range(g * B // groups, (g + 1) * B // groups):
             a, s, n = post[b], before[b], after[b]
             mod[b, 0] = _rate(a, rate[b], eta * 0, mod_w, mod_b, fan_w, fan_b)
             if not last:
@@ -452,16 +463,16 @@ def _mask(G, trace, clip):
 
 @_jit
 def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind, clip, G,
-                              g_a, d_rate, g_z, g_h0, d_alpha, work):
+                              g_a, d_rate, g_z, g_h0, d_alpha, work, vectors):
     """The whole adjoint recursion of example b (see :func:`plastic_backward`), with ``work`` (k - 1, 1, N, N) for
-    the traces inside a chunk."""
+    the traces inside a chunk and ``vectors`` (5, N) for the adjoints of the activity and the rule's terms."""
     T, N = g_out.shape[0], h.shape[2]
     n_chunks = (T + k - 1) // k
     Gb = G[b, 0]
     if kind == CLIP:
         _mask(Gb, starts[n_chunks, b, 0], clip)
-    g_h, g_prev = g_out[T - 1, b].copy(), np.empty_like(g_out[0, 0])
-    d_q, d_decay, g_q = np.empty_like(g_prev), np.empty_like(g_prev), np.empty_like(g_prev)
+    g_h, g_prev, d_q, d_decay, g_q = vectors[0], vectors[1], vectors[2], vectors[3], vectors[4]
+    _copy(g_h, g_out[T - 1, b])
     for c in range(n_chunks - 1, -1, -1):
         start, stop = c * k, min(T, (c + 1) * k)
         for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
@@ -486,12 +497,12 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
                 for i in range(N):
                     g_prev[i] += g_out[t - 1, b, i]
             g_h, g_prev = g_prev, g_h
-    g_h0[b] = g_h
+    _copy(g_h0[b], g_h)
 
 
 @_Kernel
 def plastic_backward(starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind, clip, G, g_a, d_rate,
-                     g_z, g_h0, d_alpha, work, groups):
+                     g_z, g_h0, d_alpha, work, vectors, groups):
     """The backward pass of a run of :func:`plastic_step` over T steps, every example at once.
 
     ``starts`` (ceil(T / k) + 1, B, 1, N, N): the traces before steps 0, k, 2k... and the final one (chunk c covers
@@ -504,21 +515,21 @@ def plastic_backward(starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, 
     examples are shared out among threads."""
     B = h.shape[1]
     for g in _prange(groups):
-        for b in range(g, B, groups):
+        for b in range(g * B // groups, (g + 1) * B // groups):
             _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind,
-                                      clip, G, g_a, d_rate, g_z, g_h0, d_alpha, work[g])
+                                      clip, G, g_a, d_rate, g_z, g_h0, d_alpha, work[g], vectors[g])
 
 
 @_jit
 def _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a, d_rate,
-                            g_z, g_h0, d_alpha, d_eta, work):
+                            g_z, g_h0, d_alpha, d_eta, work, vectors):
     """:func:`_plastic_example_backward` for retroactive modulation; ``work`` (k - 1, 2, N, N)."""
     T, N = g_out.shape[0], h.shape[2]
     n_chunks = (T + k - 1) // k
     G_plastic, G_elig = G[b, 0], G[b, 1]
     _mask(G_plastic, starts[n_chunks, b, 0], clip)
-    g_h, g_prev = g_out[T - 1, b].copy(), np.empty_like(g_out[0, 0])
-    d_q, g_q = np.empty_like(g_prev), np.empty_like(g_prev)
+    g_h, g_prev, d_q, g_q = vectors[0], vectors[1], vectors[2], vectors[3]
+    _copy(g_h, g_out[T - 1, b])
     d_eta_b = eta * 0
     for c in range(n_chunks - 1, -1, -1):
         start, stop = c * k, min(T, (c + 1) * k)
@@ -542,21 +553,21 @@ def _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, 
                 for i in range(N):
                     g_prev[i] += g_out[t - 1, b, i]
             g_h, g_prev = g_prev, g_h
-    g_h0[b] = g_h
+    _copy(g_h0[b], g_h)
     d_eta[b] = d_eta_b
 
 
 @_Kernel
 def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a, d_rate, g_z, g_h0,
-                   d_alpha, d_eta, work, groups):
+                   d_alpha, d_eta, work, vectors, groups):
     """:func:`plastic_backward` for :func:`retro_step`: ``starts`` (.., B, 2, N, N) and ``G`` (B, 2, N, N) hold
     the plastic and eligibility traces and their adjoints; each example's eta gradient goes to ``d_eta`` (B,);
     ``work`` (groups, k - 1 or 1, 2, N, N)."""
     B = h.shape[1]
     for g in _prange(groups):
-        for b in range(g, B, groups):
+        for b in range(g * B // groups, (g + 1) * B // groups):
             _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a,
-                                    d_rate, g_z, g_h0, d_alpha, d_eta, work[g])
+                                    d_rate, g_z, g_h0, d_alpha, d_eta, work[g], vectors[g])
 
 
 def empty_rows(dtype) -> np.ndarray:
@@ -571,7 +582,7 @@ def warm_up(dtype=np.float32) -> None:
         return
     rows, vector, no_rows, no_vector = np.zeros((1, 1), dtype), np.zeros(1, dtype), empty_rows(dtype), \
         np.zeros(0, dtype)
-    steps, h = np.zeros((1, 1, 1), dtype), np.zeros((2, 1, 1), dtype)
+    steps, h, vectors = np.zeros((1, 1, 1), dtype), np.zeros((2, 1, 1), dtype), np.zeros((1, 5, 1), dtype)
     eta, clip = np.dtype(dtype).type(0.1), np.dtype(dtype).type(1.0)
     for n_traces in (1, 2):
         traces, starts = np.zeros((1, n_traces, 1, 1), dtype), np.zeros((2, 1, n_traces, 1, 1), dtype)
@@ -583,8 +594,8 @@ def warm_up(dtype=np.float32) -> None:
             if n_traces == 1:
                 plastic_step.compile(*step, HEBB, clip, *(rows.copy() for _ in range(5)), False, 1)
                 plastic_backward.compile(starts, 1, h, steps, steps, steps, steps, mod_w, no_rows, rows, rows, steps,
-                                         CLIP, clip, *backward_out, work, 1)
+                                         CLIP, clip, *backward_out, work, vectors, 1)
             else:
                 retro_step.compile(*step, clip, rows.copy(), rows.copy(), rows.copy(), False, 1)
                 retro_backward.compile(starts, 1, h, steps, steps, mod_w, no_rows, rows, rows, eta, steps, clip,
-                                       *backward_out, vector.copy(), work, 1)
+                                       *backward_out, vector.copy(), work, vectors, 1)

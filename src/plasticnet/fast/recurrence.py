@@ -542,18 +542,19 @@ def _kernel_backward(ctx, g_out, g_traces_final):
     g_h0, d_alpha_ex = h.new_empty(B, N), ws.get("d_alpha", (B, N, N), h).zero_()
     groups = cpu_kernels.threads(B)
     work = ws.get("work", (groups, max(k - 1, 1), spec.n_traces, N, N), h).numpy()
+    vectors = ws.get("vectors", (groups, 5, N), h).numpy()  # each group's adjoints of the activity and the rule
     weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w, 2, h), _full_alpha(alpha, N).numpy())
     outputs = (G.numpy(), g_a_all.numpy(), d_rates.numpy(), g_z_all.numpy(), g_h0.numpy(), d_alpha_ex.numpy())
     (eta_f, clip), d_eta = _kernel_scalars(spec, eta, outputs[0].dtype), None
     if retro:
         d_eta_ex = h.new_zeros(B)
         cpu_kernels.retro_backward(starts.numpy(), k, h.numpy(), rates.numpy(), mods.numpy(), *weights, eta_f,
-                                   g_out.numpy(), clip, *outputs, d_eta_ex.numpy(), work, groups)
+                                   g_out.numpy(), clip, *outputs, d_eta_ex.numpy(), work, vectors, groups)
         d_eta = d_eta_ex.sum().reshape(eta.shape)
     else:
         cpu_kernels.plastic_backward(starts.numpy(), k, h.numpy(), rates.numpy(), q.numpy(), decay.numpy(),
                                      mods.numpy(), *weights, g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip,
-                                     *outputs, work, groups)
+                                     *outputs, work, vectors, groups)
     d_alpha_full = d_alpha_ex.sum(0)
     d_alpha = _alpha_gradient(d_alpha_full, alpha)
     return _gradients(ctx, g_a_all, d_rates, g_z_all if spec.modulation else None, g_h0, G.transpose(0, 1), d_alpha,
