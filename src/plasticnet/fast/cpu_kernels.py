@@ -4,7 +4,7 @@ Both go example by example, because examples are independent given the weights, 
 (``N * N`` numbers: 40 KB at 100 units) fits in a core's cache where the batch's traces do not:
 
 - :func:`plastic_step` and :func:`retro_step` run the plasticity of one time step for every example, from the new
-  activity (its input and tanh are two PyTorch operations, vectorised where Numba's tanh is not): the
+  activity (its input and tanh are a PyTorch product and NumPy's tanh, vectorised where Numba's tanh is not): the
   neuromodulator, the trace update and the next step's recurrent and plastic drive, while the example's trace is
   in cache;
 - :func:`plastic_backward` and :func:`retro_backward` run the whole adjoint recursion of each example, chunk by
@@ -21,6 +21,8 @@ Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
 Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
 argument type, so optional arguments would multiply the compiled versions. Compiled versions are cached on disk.
+Constants are of the arrays' type (``x.dtype.type(0)``): Numba types a float32 times a Python integer as a float64,
+which made reductions over float32 arrays double-precision ones, with a conversion per element.
 
 Measured on one core at 100 units, batch 30: a step 44 us forward, 110 us back (recomputation included); the loops
 are bound by cache bandwidth (``DESIGN.md``).
@@ -161,7 +163,7 @@ def _rate(post, rate, eta, mod_w, mod_b, fan_w, fan_b):
     if mod_w.shape[0] == 0:
         for j in range(N):
             rate[j] = eta
-        return eta * 0
+        return rate.dtype.type(0)
     z = mod_b[0]
     for j in range(N):
         z += mod_w[0, j] * post[j]
@@ -249,7 +251,7 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
     ``elig_after = (1 - eta) elig + eta outer(pre, post)`` (the afters may be the befores); then, ``with_drive``,
     the next step's drive as in :func:`_update`."""
     N = pre.shape[0]
-    keep = 1 - eta
+    keep = pre.dtype.type(1) - eta  # a typed 1: an integer 1 would make the arithmetic double precision
     in_place = plastic_after.ctypes.data == plastic.ctypes.data
     for i in range(N):
         e_pre, p_row, e_row, pa_row, ea_row = eta * pre[i], plastic[i], elig[i], plastic_after[i], elig_after[i]
@@ -294,11 +296,11 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
     ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
     :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
     next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
-    who also takes the tanh: PyTorch's is vectorised). The examples, two by two, are shared out among ``groups``
+    who also takes the tanh: NumPy's is vectorised). The examples, two by two, are shared out among ``groups``
     threads."""
     B, N = pre.shape
     in_place = before.ctypes.data == after.ctypes.data
-    pairs = (B + 1) // 2
+    pairs, one = (B + 1) // 2, pre.dtype.type(1)
     for g in _prange(groups):
         first, end = g * pairs // groups, (g + 1) * pairs // groups
         for pair in range(first, end):  # examples two by two: they share the weights' loads
@@ -312,10 +314,10 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
                     qb[j] = r[j] * a[j]
                 if kind == HEBB:
                     for j in range(N):
-                        db[j] = 1 - r[j]
+                        db[j] = one - r[j]
                 elif kind == OJA:
                     for j in range(N):
-                        db[j] = 1 - qb[j] * a[j]
+                        db[j] = one - qb[j] * a[j]
                 if not last:
                     _next_drive(drive[b], in_b)
             if in_place and not last and b1 > b0:  # the common case: every step but a chunk's ends
@@ -337,7 +339,7 @@ def retro_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_
     for g in _prange(groups):
         for b in range(g * B // groups, (g + 1) * B // groups):
             a, s, n = post[b], before[b], after[b]
-            mod[b, 0] = _rate(a, rate[b], eta * 0, mod_w, mod_b, fan_w, fan_b)
+            mod[b, 0] = _rate(a, rate[b], rate.dtype.type(0), mod_w, mod_b, fan_w, fan_b)
             if not last:
                 _next_drive(drive[b], in_b)
             _retro_update(n[0], n[1], s[0], s[1], pre[b], a, rate[b], eta, clip, a, w, alpha, drive[b], not last)
@@ -357,9 +359,9 @@ def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
     """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
     per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` with g_z the modulator's adjoint,
     written to ``g_z[t, b, 0]`` (modulated cells only; ``g_h`` is updated in place)."""
-    N = post.shape[0]
+    N, one = post.shape[0], post.dtype.type(1)
     if mod_w.shape[0] > 0:
-        d_m = 0.0
+        d_m = post.dtype.type(0)
         if fan_w.shape[0] > 0:
             for j in range(N):
                 d_m += d_r[j] * fan_w[j, 0]
@@ -367,12 +369,12 @@ def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
             for j in range(N):
                 d_m += d_r[j]
         m = mod[t, b, 0]
-        gz = d_m * (1 - m * m)
+        gz = d_m * (one - m * m)
         g_z[t, b, 0] = gz
         for j in range(N):
             g_h[j] += gz * mod_w[0, j]
     for j in range(N):
-        g_a_row[j] = g_h[j] * (1 - post[j] * post[j])
+        g_a_row[j] = g_h[j] * (one - post[j] * post[j])
 
 
 @_jit
@@ -386,7 +388,7 @@ def _through_update(G, trace, pre, q, kind, d_q, d_decay, g_q):
         d_decay[j] = 0
     for i in range(N):
         p, g_row, t_row = pre[i], G[i], trace[i]
-        acc = g_row[0] * 0
+        acc = G.dtype.type(0)
         if kind == CLIP:
             for j in range(N):
                 g = g_row[j]
@@ -408,14 +410,14 @@ def _retro_through_update(G_plastic, G_elig, elig, pre, post, rate, eta, d_q, d_
     ``g_q = eta G_elig @ post``, ``d_rate = sum_i G_plastic * elig``; ``G_elig`` becomes the adjoint of the
     eligibility before the step. Returns ``sum G_elig * elig`` (with the adjoint after the step)."""
     N = pre.shape[0]
-    keep = 1 - eta
+    keep = pre.dtype.type(1) - eta  # a typed 1: an integer 1 would make the arithmetic double precision
     for j in range(N):
         d_q[j] = 0
         d_rate[j] = 0
-    s = eta * 0
+    s = pre.dtype.type(0)
     for i in range(N):
         p, gp_row, ge_row, e_row = pre[i], G_plastic[i], G_elig[i], elig[i]
-        acc = eta * 0
+        acc = pre.dtype.type(0)
         for j in range(N):
             ge, gp, ev = ge_row[j], gp_row[j], e_row[j]
             d_q[j] += p * ge
@@ -434,7 +436,7 @@ def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip
     ``d_alpha += trace * outer(pre, g_a)`` and ``G = decay * G + alpha * outer(pre, g_a)`` (no decay for clip),
     zeroed where ``|trace| >= clip`` if ``masked``."""
     N = pre.shape[0]
-    zero = G[0, 0] * 0
+    zero = G.dtype.type(0)
     for i in range(N):
         p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
         acc = g_q[i]
@@ -450,11 +452,44 @@ def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip
         g_prev[i] = acc
 
 
+@_jit
+def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip, masked, g_prev,
+                              trace_before, pre_before, q_before, d_q, d_decay):
+    """:func:`_through_drive` of a step, then :func:`_through_update` of the step before it, in the same loop:
+    each new row of ``G`` (the adjoint of the trace that the step before made) goes into that step's ``d_q``,
+    ``g_q`` (written over this step's, row by row once read) and ``d_decay`` while it is in a register.
+    ``trace_before``, ``pre_before`` and ``q_before``: the step before's trace, activity and q."""
+    N = pre.shape[0]
+    zero = G.dtype.type(0)
+    for j in range(N):
+        d_q[j] = 0
+        d_decay[j] = 0
+    for i in range(N):
+        p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        tb_row = trace_before[i]
+        acc, acc_before = g_q[i], zero
+        for j in range(N):
+            tv = t_row[j]
+            outer = p * g_a[j]
+            acc += (w_row[j] + a_row[j] * tv) * g_a[j]
+            da_row[j] += tv * outer
+            g = (g_row[j] if kind == CLIP else decay[j] * g_row[j]) + a_row[j] * outer
+            if masked:
+                g = g if abs(tv) < clip else zero
+            g_row[j] = g
+            d_q[j] += pb * g
+            acc_before += g * q_before[j]
+            if kind != CLIP:
+                d_decay[j] += g * tb_row[j]
+        g_prev[i] = acc
+        g_q[i] = acc_before
+
+
 @_part
 def _mask(G, trace, clip):
     """Zero the adjoint where the clip saturated the trace (``|trace| >= clip``)."""
     N = G.shape[0]
-    zero = G[0, 0] * 0
+    zero = G.dtype.type(0)
     for i in range(N):
         g_row, t_row = G[i], trace[i]
         for j in range(N):
@@ -478,21 +513,28 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
         for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
             _update(work[t - start, 0], starts[c, b, 0] if t == start else work[t - start - 1, 0], h[t, b], q[t, b],
                     decay[t, b], kind, clip, g_q, w, alpha, g_q, False)
+        # The chunk's last step's update alone; every other step's goes with the next step's drive (below).
+        trace = starts[c, b, 0] if stop - 1 == start else work[stop - start - 2, 0]
+        _through_update(Gb, trace, h[stop - 1, b], q[stop - 1, b], kind, d_q, d_decay, g_q)
         for t in range(stop - 1, start - 1, -1):
             trace = starts[c, b, 0] if t == start else work[t - start - 1, 0]
             pre, post, qt, dt, rt, d_r = h[t, b], h[t + 1, b], q[t, b], decay[t, b], rate[t, b], d_rate[t, b]
-            _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
             for j in range(N):
                 g_h[j] += rt[j] * d_q[j]
                 d_r[j] = d_q[j] * post[j]
                 if kind == HEBB:
                     d_r[j] -= d_decay[j]
                 elif kind == OJA:
-                    g_h[j] -= 2 * qt[j] * d_decay[j]
+                    g_h[j] -= (qt[j] + qt[j]) * d_decay[j]
                     d_r[j] -= post[j] * post[j] * d_decay[j]
             _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
-            _through_drive(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
-                           kind == CLIP and t > 0, g_prev)
+            if t > start:
+                before = starts[c, b, 0] if t - 1 == start else work[t - start - 2, 0]
+                _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
+                                          kind == CLIP, g_prev, before, h[t - 1, b], q[t - 1, b], d_q, d_decay)
+            else:
+                _through_drive(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
+                               kind == CLIP and t > 0, g_prev)
             if t > 0:
                 for i in range(N):
                     g_prev[i] += g_out[t - 1, b, i]
@@ -530,7 +572,7 @@ def _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, 
     _mask(G_plastic, starts[n_chunks, b, 0], clip)
     g_h, g_prev, d_q, g_q = vectors[0], vectors[1], vectors[2], vectors[3]
     _copy(g_h, g_out[T - 1, b])
-    d_eta_b = eta * 0
+    d_eta_b = h.dtype.type(0)
     for c in range(n_chunks - 1, -1, -1):
         start, stop = c * k, min(T, (c + 1) * k)
         for t in range(start, stop - 1):
