@@ -172,7 +172,9 @@ class MazeEnv(BatchedEnv):
     @reward_pos.setter
     def reward_pos(self, positions: torch.Tensor) -> None:
         self._reward_cell = positions[:, 0] * self.config.size + positions[:, 1]
-        self._teleport_cells = self._teleport_cells_for(self._reward_cell)
+        cells = self._teleport_cells_for(self._reward_cell)
+        # One row per step, made once: a step's where() then takes a ready row instead of slicing a column.
+        self._teleport_cells = None if cells is None else cells.t().contiguous().unbind(0)
 
     def _cells_to_positions(self, cells: torch.Tensor) -> torch.Tensor:
         return torch.stack((cells // self.config.size, cells % self.config.size), dim=1)
@@ -205,7 +207,7 @@ class MazeEnv(BatchedEnv):
         reward = hit * self.config.reward
         if self.config.wall_penalty:  # the 2019 mazes have none: a gather less per step
             reward = self._penalty[self._pos, action] + reward
-        self._pos = torch.where(hit, self._teleport_cells[:, self.t], moved)
+        self._pos = torch.where(hit, self._teleport_cells[self.t], moved)
         self._prev_reward = reward
         self._prev_action = action
         return reward

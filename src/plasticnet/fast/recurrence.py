@@ -493,7 +493,7 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
     eta_f, clip = _kernel_scalars(spec, eta, h_np.dtype)
     drive = ws.get("drive", (B, N), h0)  # the recurrent and plastic part of the next step's drive
     drive_np = drive.numpy()
-    groups = cpu_kernels.threads(B if retro else (B + 1) // 2, per_step=True)  # plastic_step pairs examples
+    groups = cpu_kernels.threads(B if retro else (B + 3) // 4, per_step=True)  # plastic_step: four by four
     cpu_kernels.first_drive(drive_np, starts_np[0], h_np[0], *weights)
     if not retro:
         kind, q_np, decay_np = cpu_kernels.KINDS[spec.kind], q.numpy(), decay.numpy()
