@@ -22,7 +22,8 @@ Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
 argument type, so optional arguments would multiply the compiled versions. Compiled versions are cached on disk.
 Constants are of the arrays' type (``x.dtype.type(0)``): Numba types a float32 times a Python integer as a float64,
-which made reductions over float32 arrays double-precision ones, with a conversion per element.
+which made reductions over float32 arrays double-precision ones, with a conversion per element, unnoticed. The one
+reduction kept in double precision says so, and why.
 
 Measured on one core at 100 units, batch 30: a step 44 us forward, 110 us back (recomputation included); the loops
 are bound by cache bandwidth (``DESIGN.md``).
@@ -398,7 +399,7 @@ def _through_update(G, trace, pre, q, kind, d_q, d_decay, g_q):
         d_decay[j] = 0
     for i in range(N):
         p, g_row, t_row = pre[i], G[i], trace[i]
-        acc = G.dtype.type(0)
+        acc = np.float64(0)  # double: at 1001 units the pass ran 10-15% faster so (measured), at 100 alike
         if kind == CLIP:
             for j in range(N):
                 g = g_row[j]
@@ -463,34 +464,30 @@ def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip
 
 
 @_jit
-def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip, masked, g_prev,
-                              trace_before, pre_before, q_before, d_q, d_decay):
-    """:func:`_through_drive` of a step, then :func:`_through_update` of the step before it, in the same loop:
-    each new row of ``G`` (the adjoint of the trace that the step before made) goes into that step's ``d_q``,
-    ``g_q`` (written over this step's, row by row once read) and ``d_decay`` while it is in a register.
-    ``trace_before``, ``pre_before`` and ``q_before``: the step before's trace, activity and q."""
+def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, clip, g_prev, pre_before, q_before, d_q):
+    """:func:`_through_drive` of a step of the clip rule (masked), then :func:`_through_update` of the step before
+    it, in the same loop: each new row of ``G`` (the adjoint of the trace that the step before made) goes into that
+    step's ``d_q`` and ``g_q`` (written over this step's, row by row once read) while it is in a register.
+    ``pre_before``, ``q_before``: the step before's activity and q. (At 100 units a step 3.3 against 3.45 us; the
+    rules with a decay, which would read a third trace here, stay with the two passes: at 1001 units the fused
+    loop was the slower.)"""
     N = pre.shape[0]
     zero = G.dtype.type(0)
     for j in range(N):
         d_q[j] = 0
-        d_decay[j] = 0
     for i in range(N):
         p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
-        tb_row = trace_before[i]
         acc, acc_before = g_q[i], zero
         for j in range(N):
             tv = t_row[j]
             outer = p * g_a[j]
             acc += (w_row[j] + a_row[j] * tv) * g_a[j]
             da_row[j] += tv * outer
-            g = (g_row[j] if kind == CLIP else decay[j] * g_row[j]) + a_row[j] * outer
-            if masked:
-                g = g if abs(tv) < clip else zero
+            g = g_row[j] + a_row[j] * outer
+            g = g if abs(tv) < clip else zero
             g_row[j] = g
             d_q[j] += pb * g
             acc_before += g * q_before[j]
-            if kind != CLIP:
-                d_decay[j] += g * tb_row[j]
         g_prev[i] = acc
         g_q[i] = acc_before
 
@@ -523,12 +520,12 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
         for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
             _update(work[t - start, 0], starts[c, b, 0] if t == start else work[t - start - 1, 0], h[t, b], q[t, b],
                     decay[t, b], kind, clip, g_q, w, alpha, g_q, False)
-        # The chunk's last step's update alone; every other step's goes with the next step's drive (below).
-        trace = starts[c, b, 0] if stop - 1 == start else work[stop - start - 2, 0]
-        _through_update(Gb, trace, h[stop - 1, b], q[stop - 1, b], kind, d_q, d_decay, g_q)
         for t in range(stop - 1, start - 1, -1):
             trace = starts[c, b, 0] if t == start else work[t - start - 1, 0]
             pre, post, qt, dt, rt, d_r = h[t, b], h[t + 1, b], q[t, b], decay[t, b], rate[t, b], d_rate[t, b]
+            # The clip rule's update adjoint went with the drive's of the step after, but for the chunk's last step.
+            if kind != CLIP or t == stop - 1:
+                _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
             for j in range(N):
                 g_h[j] += rt[j] * d_q[j]
                 d_r[j] = d_q[j] * post[j]
@@ -538,10 +535,9 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
                     g_h[j] -= (qt[j] + qt[j]) * d_decay[j]
                     d_r[j] -= post[j] * post[j] * d_decay[j]
             _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
-            if t > start:
-                before = starts[c, b, 0] if t - 1 == start else work[t - start - 2, 0]
-                _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
-                                          kind == CLIP, g_prev, before, h[t - 1, b], q[t - 1, b], d_q, d_decay)
+            if kind == CLIP and t > start:
+                _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], clip, g_prev,
+                                          h[t - 1, b], q[t - 1, b], d_q)
             else:
                 _through_drive(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
                                kind == CLIP and t > 0, g_prev)
