@@ -25,8 +25,8 @@ Constants are of the arrays' type (``x.dtype.type(0)``): Numba types a float32 t
 which made reductions over float32 arrays double-precision ones, with a conversion per element, unnoticed. The one
 reduction kept in double precision says so, and why.
 
-Measured on one core at 100 units, batch 30: a step 44 us forward, 110 us back (recomputation included); the loops
-are bound by cache bandwidth (``DESIGN.md``).
+Measured on one core at 100 units, batch 30: a step 34 us forward, 100 us back (recomputation included); the loops
+are bound by the second-level cache's bandwidth (``DESIGN.md``).
 """
 
 from __future__ import annotations
