@@ -524,8 +524,9 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
         for t in range(stop - 1, start - 1, -1):
             trace = starts[c, b, 0] if t == start else work[t - start - 1, 0]
             pre, post, qt, dt, rt, d_r = h[t, b], h[t + 1, b], q[t, b], decay[t, b], rate[t, b], d_rate[t, b]
-            # The clip rule's update adjoint went with the drive's of the step after, but for the chunk's last step.
-            if kind != CLIP or t == stop - 1:
+            # The clip rule's update adjoint went with the drive's of the step after (which needs no trace of its
+            # own, so across chunks too), but for the last step's.
+            if kind != CLIP or t == T - 1:
                 _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
             for j in range(N):
                 g_h[j] += rt[j] * d_q[j]
@@ -536,7 +537,7 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
                     g_h[j] -= (qt[j] + qt[j]) * d_decay[j]
                     d_r[j] -= post[j] * post[j] * d_decay[j]
             _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
-            if kind == CLIP and t > start:
+            if kind == CLIP and t > 0:
                 _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], clip, g_prev,
                                           h[t - 1, b], q[t - 1, b], d_q)
             else:
