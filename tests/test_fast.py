@@ -41,14 +41,15 @@ def _loss(out, trace):
 @pytest.mark.parametrize("rule, alpha, every", CASES)
 def test_fused_equals_cell_steps(rule, alpha, every):
     cell = _cell(rule, alpha)
-    x = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
-    state, outs = cell.initial_state(2), []
+    # five examples: the CPU step kernel takes four at once (every rule's loop) and the fifth alone
+    x = torch.randn(5, 5, 4, dtype=torch.float64, requires_grad=True)
+    state, outs = cell.initial_state(5), []
     for x_t in x:
         h, state = cell(x_t, state)
         outs.append(h)
     params = [x, cell.w, cell.alpha, cell.eta]
     expected = torch.autograd.grad(_loss(torch.stack(outs), state.hebb), params)
-    out, trace = fused_plastic_rnn(x, torch.zeros(2, 4).double(), torch.zeros(2, 4, 4).double(),
+    out, trace = fused_plastic_rnn(x, torch.zeros(5, 4).double(), torch.zeros(5, 4, 4).double(),
                                    cell.w, cell.alpha, cell.eta, cell.rule, every)
     torch.testing.assert_close(out, torch.stack(outs), rtol=0, atol=1e-14)
     torch.testing.assert_close(trace, state.hebb, rtol=0, atol=1e-14)
@@ -153,8 +154,8 @@ def test_fused_modulated_cell_equals_cell_steps(cfg, every, alpha_grad_per_examp
     if alpha_grad_per_example:
         monkeypatch.setattr(recurrence, "_PER_EXAMPLE_ALPHA_GRAD_UNITS", 0)
     cell = _modulated_cell(cfg)
-    state0 = _random_state(cell)
-    u = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
+    state0 = _random_state(cell, batch=5)  # four examples at once in the CPU step kernel, and one alone
+    u = torch.randn(5, 5, 4, dtype=torch.float64, requires_grad=True)
     state, outs = state0, []
     for u_t in u:
         h, state = cell(u_t, state)
