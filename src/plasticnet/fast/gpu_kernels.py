@@ -88,6 +88,19 @@ if triton is not None:
         return i, im, im[:, None] & jm[None, :], i[:, None] * N + j[None, :]
 
     @triton.jit
+    def _stored_rate(mods, rates, eta, b, j, jm, N, MODULATED: tl.constexpr, FANOUT: tl.constexpr):
+        """Example b's plasticity rate as a forward step stored it: the fan-out's per unit, the modulator, or
+        eta."""
+        if MODULATED:
+            if FANOUT:
+                rate = tl.load(rates + b * N + j, mask=jm, other=0.0)
+            else:
+                rate = tl.load(mods + b)
+        else:
+            rate = tl.load(eta)
+        return rate
+
+    @triton.jit
     def _forward_step_kernel(inp, inp_stride, in_w, in_b, pre, before, after, post_out, w, alpha, mod_w, mod_b,
                              fan_w, fan_b, eta, mod_out, rate_out, N, X, clip,
                              COMPUTE: tl.constexpr, CLOSED: tl.constexpr, KIND: tl.constexpr,
@@ -131,13 +144,7 @@ if triton is not None:
                 rate = tl.load(eta)
         else:
             post = tl.load(post_out + b * N + j, mask=jm, other=0.0)
-            if MODULATED:
-                if FANOUT:
-                    rate = tl.load(rate_out + b * N + j, mask=jm, other=0.0)
-                else:
-                    rate = tl.load(mod_out + b)
-            else:
-                rate = tl.load(eta)
+            rate = _stored_rate(mod_out, rate_out, eta, b, j, jm, N, MODULATED, FANOUT)
         q = rate * post
         if KIND == 0:
             decay = 1.0 - rate
@@ -165,13 +172,7 @@ if triton is not None:
         pre_b = pre + b * N
         trace_b = b * N * N
         post = tl.load(post_in + b * N + j, mask=jm, other=0.0)
-        if MODULATED:
-            if FANOUT:
-                rate = tl.load(rates + b * N + j, mask=jm, other=0.0)
-            else:
-                rate = tl.load(mods + b)
-        else:
-            rate = tl.load(eta)
+        rate = _stored_rate(mods, rates, eta, b, j, jm, N, MODULATED, FANOUT)
         q = rate * post
         d_q = tl.zeros([BJ], dtype=post.dtype)
         d_decay = tl.zeros([BJ], dtype=post.dtype)
