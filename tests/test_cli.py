@@ -69,6 +69,21 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, capsys):
     assert "only --iterations may change" in _error_line(capsys)
 
 
+def test_cpu_budget_counts_across_resumes(tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--iterations", "40", "--cpu-budget", "1e-6", "--out", str(run)]) == 0
+    points = _metrics(run)
+    assert [p["iteration"] for p in points] == [5]  # stopped at the first logged point
+    assert points[0]["cpu_seconds"] > 0
+    assert main(["train", "pattern", "--resume", str(run), "--cpu-budget", "1e-6", "--no-progress"]) == 0
+    assert [p["iteration"] for p in _metrics(run)] == [5]  # spent: a resume trains nothing more
+    budget = str(points[0]["cpu_seconds"] + 1000)
+    assert main(["train", "pattern", "--resume", str(run), "--cpu-budget", budget, "--no-progress"]) == 0
+    points = _metrics(run)
+    assert points[-1]["iteration"] == 40
+    assert all(a["cpu_seconds"] < b["cpu_seconds"] for a, b in zip(points, points[1:]))
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(TINY + ["--iterations", "10", "--out", str(run)]) == 0

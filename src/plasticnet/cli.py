@@ -57,6 +57,9 @@ def _add_train(sub) -> None:
         p.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
         p.add_argument("--time-budget", type=float, metavar="SECONDS",
                        help="stop at the first logged point after this many seconds (continue later with --resume)")
+        p.add_argument("--cpu-budget", type=float, metavar="SECONDS",
+                       help="stop at the first logged point once the run has used this many CPU seconds, counted "
+                            "across resumes (fair between runs that share cores)")
         _add_config_flags(p, task.config_cls)
         p.set_defaults(func=_run_train, config_cls=task.config_cls)
 
@@ -107,12 +110,12 @@ def _run_train(args) -> int:
         iterations = saved.iterations if overrides["iterations"] is None else overrides["iterations"]
         cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": iterations})
         out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress,
-                    time_budget=args.time_budget)
+                    time_budget=args.time_budget, cpu_budget=args.cpu_budget)
     else:
         cfg = resolve(args.config_cls, args.task, args.preset, overrides)
         out = args.out or Path("runs") / args.task / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress,
-                    time_budget=args.time_budget)
+                    time_budget=args.time_budget, cpu_budget=args.cpu_budget)
     print(f"run saved in {out}")
     return 0
 

@@ -6,8 +6,8 @@ that is positive and smaller), and ``experiment.log_extra(iteration)``, called a
 of values (e.g. an end-of-epoch validation) that go into a logged point written at that iteration.
 
 A run directory holds ``config.json`` (task, preset and the fully resolved configuration), ``metrics.jsonl`` (one
-JSON object per logged point: ``iteration``, ``seconds`` of training (continued across resumes) and the task's
-metrics averaged over the window since the previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt``
+JSON object per logged point: ``iteration``, ``seconds`` of training and ``cpu_seconds`` of this process's CPU time
+(both continued across resumes) and the task's metrics averaged over the window since the previous point), TensorBoard logs under ``tb/``, and ``checkpoint.pt``
 (written atomically).
 
 An experiment may define ``validate(iteration, final) -> dict[str, float]``: it is called at every logging point
@@ -62,12 +62,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _keep_metrics_up_to(run_dir: Path, iteration: int) -> float:
+def _keep_metrics_up_to(run_dir: Path, iteration: int) -> tuple[float, float]:
     """On resume, drop points logged after the checkpoint: those iterations are trained again. Returns the
-    training time logged up to the checkpoint, from which the resumed run's clock continues."""
+    training time and CPU time logged up to the checkpoint, from which the resumed run's clocks continue."""
     kept = [m for m in read_metrics(run_dir) if m["iteration"] <= iteration]
     (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
-    return kept[-1]["seconds"] if kept else 0.0
+    if not kept:
+        return 0.0, 0.0
+    return kept[-1]["seconds"], kept[-1].get("cpu_seconds", kept[-1]["seconds"])
 
 
 def total_iterations(cfg, experiment) -> int:
@@ -127,10 +129,13 @@ class _StopRequests:
 
 
 def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = False, progress: bool = True,
-          stop_when: Optional[Callable[[dict], bool]] = None, time_budget: Optional[float] = None) -> Path:
+          stop_when: Optional[Callable[[dict], bool]] = None, time_budget: Optional[float] = None,
+          cpu_budget: Optional[float] = None) -> Path:
     """Train ``task_name`` with ``cfg`` into ``out_dir``; with ``resume``, continue from its checkpoint.
 
-    ``stop_when(metrics)`` and ``time_budget`` (seconds) end a run early at a logging point (the demo uses both).
+    ``stop_when(metrics)`` and ``time_budget`` (seconds of this call) end a run early at a logging point (the demo
+    uses both). ``cpu_budget`` ends it at the first logging point where the run's CPU seconds, counted across
+    resumes, reach the budget: runs that share cores get the same compute whatever else the machine does.
     Ctrl-C or SIGTERM (what schedulers and ``kill`` send) ends the run after the iteration under way, with a
     checkpoint, then raises KeyboardInterrupt: no finished iteration is lost.
     """
@@ -144,13 +149,13 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
 
     ckpt.seed_everything(cfg.seed)
     experiment = task.experiment(cfg, device)
-    start, seconds_before = 0, 0.0
+    start, seconds_before, cpu_before = 0, 0.0, 0.0
     if resume:
         state = ckpt.load(out / ckpt.CHECKPOINT, device)
         experiment.load_state_dict(state["experiment"])
         ckpt.set_rng_state(state["rng"])
         start = state["iteration"]
-        seconds_before = _keep_metrics_up_to(out, start)
+        seconds_before, cpu_before = _keep_metrics_up_to(out, start)
 
     def save(iteration: int) -> None:
         ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
@@ -164,12 +169,12 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     validate = getattr(experiment, "validate", None)
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    began = time.monotonic()
+    began, cpu_began = time.monotonic(), time.process_time()
     iteration = start
     bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
     try:
         with _StopRequests() as stop, (out / METRICS).open("a") as log:
-            while iteration < total:
+            while iteration < total and not (cpu_budget is not None and cpu_before >= cpu_budget):
                 values = experiment.step(iteration)
                 iteration += 1
                 count += 1
@@ -183,7 +188,9 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                     if validate is not None:
                         point.update(validate(iteration, last))
                     seconds = seconds_before + time.monotonic() - began
-                    record = {"iteration": iteration, "seconds": round(seconds, 3), **point}
+                    cpu_seconds = cpu_before + time.process_time() - cpu_began
+                    record = {"iteration": iteration, "seconds": round(seconds, 3),
+                              "cpu_seconds": round(cpu_seconds, 3), **point}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     for k, v in point.items():
@@ -191,7 +198,8 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                     bar.set_postfix({k: f"{v:.4g}" for k, v in point.items()})
                     sums, count = {}, 0
                     done_early = (stop_when is not None and stop_when(point)) or (
-                        time_budget is not None and time.monotonic() - began > time_budget)
+                        time_budget is not None and time.monotonic() - began > time_budget) or (
+                        cpu_budget is not None and cpu_seconds >= cpu_budget)
                     if done_early:
                         break
                 if iteration % cfg.save_every == 0:
