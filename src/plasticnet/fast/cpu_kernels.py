@@ -4,7 +4,7 @@ Both go example by example, because examples are independent given the weights, 
 (``N * N`` numbers: 40 KB at 100 units) fits in a core's cache where the batch's traces do not:
 
 - :func:`plastic_step` and :func:`retro_step` run the plasticity of one time step for every example, from the new
-  activity (its input and tanh are a PyTorch product and NumPy's tanh, vectorised where Numba's tanh is not): the
+  activity (its input and tanh are PyTorch operations, vectorised where Numba's tanh is not): the
   neuromodulator, the trace update and the next step's recurrent and plastic drive, while the example's trace is
   in cache;
 - :func:`plastic_backward` and :func:`retro_backward` run the whole adjoint recursion of each example, chunk by
@@ -308,7 +308,7 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
     ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
     :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
     next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
-    who also takes the tanh: NumPy's is vectorised). The examples, four by four, are shared out among
+    who also takes the tanh: PyTorch's is vectorised). The examples, four by four, are shared out among
     ``groups`` threads."""
     B, N = pre.shape
     in_place = before.ctypes.data == after.ctypes.data
