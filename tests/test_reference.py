@@ -22,7 +22,7 @@ import torch
 
 from plasticnet import PlasticRNN, PlasticRNNCell
 from plasticnet.errors import ConfigError
-from plasticnet.fast import fused_cell_run, gpu_kernels
+from plasticnet.fast import fused_cell_run, gpu_kernels, use_backend
 
 F64_TOLERANCE = 1e-10
 F32_FACTOR = 3.0
@@ -139,6 +139,62 @@ def test_float32_is_as_close_to_the_reference_as_autograd(backend, case):
 
 def _ratios(errors: dict, autograd: dict) -> dict:
     return {k: errors[k] / max(autograd[k], F32_FLOOR * EPS32) for k in errors}
+
+
+SMALL = [dict(rule="hebb", alpha="full"), dict(rule="oja", alpha="per_neuron", modulation="simple"),
+         dict(rule="clip", alpha="scalar", modulation="simple", fanout=True),
+         dict(rule="hebb", alpha="per_neuron", modulation="simple", fanout=True), dict(rule="oja", alpha="scalar"),
+         dict(rule="clip", alpha="full", modulation="simple")]
+
+
+@_needs_triton()
+@pytest.mark.parametrize("every", [None, 2])
+@pytest.mark.parametrize("cfg", SMALL, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_triton_covers_every_rule_alpha_and_modulation(cfg, every):
+    """The Triton kernels (in the interpreter without a GPU) over what they cover, at a small size: every rule,
+    alpha mode, modulation and fan-out, with and without recomputed chunks, in a closed loop as an agent runs."""
+    from plasticnet.fast import fused_closed_loop
+
+    results = []
+    for backend in ("triton", "reference"):
+        torch.manual_seed(0)
+        cell = PlasticRNNCell(3, 6, init="uniform", init_scale=0.5, clip=0.3, **cfg).double()
+        x0, outs = torch.randn(2, 3, dtype=torch.float64), []
+        feedback = lambda t, h: torch.stack([h[:, 0].sign(), h[:, 1] * 2, torch.full_like(h[:, 0], t)], 1)  # noqa
+        if backend == "triton":
+            out = fused_closed_loop(cell, x0, feedback, 5, every, backend="triton")
+        else:
+            state, x = cell.initial_state(2), x0
+            for t in range(5):
+                h, state = cell(x, state)
+                outs.append(h)
+                with torch.no_grad():
+                    x = feedback(t, h)
+            out = torch.stack(outs)
+        weights = torch.arange(out.numel(), dtype=torch.float64).reshape(out.shape).sin()
+        results.append([out, *torch.autograd.grad((out * weights).sum(), list(cell.parameters()))])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_use_backend_is_per_thread():
+    """Two threads, two backends, one layer: each thread's block sets its own choice only."""
+    import threading
+
+    rnn, seen, barrier = PlasticRNN(None, 4), {}, threading.Barrier(2)
+
+    def run(name):
+        with use_backend(name):
+            barrier.wait()  # both blocks are open at once
+            seen[name] = rnn.chosen_backend()
+            barrier.wait()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("torch", "reference")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"torch": "torch", "reference": "reference"} and rnn.chosen_backend() == "numba"
 
 
 def test_backends_that_do_not_cover_a_cell_refuse_it():
