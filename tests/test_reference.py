@@ -13,7 +13,6 @@ runs once. ``python tests/test_reference.py`` prints the table of every backend'
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass, field
 

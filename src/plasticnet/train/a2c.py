@@ -47,8 +47,8 @@ class A2CConfig(RunConfig):
     ``value_coef`` (``--blossv``); ``grad_clip`` on the global gradient norm (0: none); Adam ``lr`` and
     ``adam_eps``; ``burn_in`` iterations without optimizer steps; ``baseline`` own or element0.
     Speed: ``checkpoint_every`` k keeps every k-th trace of an episode and recomputes the others in the backward
-    pass (memory T/k + k traces instead of T; 0: the device's default, every trace on a GPU, chunks of about
-    sqrt(T) on a CPU, where that is faster). ``cuda_graph``: on a CUDA device, capture the iteration
+    pass (memory T/k + k traces instead of T; 0: the backend's choice, chunks of about sqrt(T) on ``numba``,
+    where that is faster, every trace on ``torch`` and ``triton``). ``cuda_graph``: on a CUDA device, capture the iteration
     (episode, loss, backward pass, clipping) once as a CUDA graph and replay it (:mod:`.cuda_graph`); same results,
     several times faster at small batches. Ignored on a CPU. ``backend``: what runs the episodes
     (:mod:`plasticnet.fast.backends`: auto, reference, fused, torch, numba, triton).
