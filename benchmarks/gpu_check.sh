@@ -28,7 +28,7 @@ timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_en
 echo "== maze A2C, library only: CUDA graph and eager, batch 30 and 512"
 timeout 120 $PY benchmarks/maze_throughput.py cuda 30 512 2>&1 | tee "$DEST/bench.txt"
 echo "== the same with the PyTorch operations instead of the Triton step kernels"
-PLASTICNET_GPU_KERNELS=0 timeout 120 $PY benchmarks/maze_throughput.py cuda 30 512 2>&1 | tee -a "$DEST/bench.txt"
+PLASTICNET_BENCH_BACKEND=torch timeout 120 $PY benchmarks/maze_throughput.py cuda 30 512 2>&1 | tee -a "$DEST/bench.txt"
 echo "== kernel profile of one eager maze iteration"
 timeout 60 $PY benchmarks/gpu_profile.py 30 2>&1 | tee "$DEST/profile.txt"
 

@@ -36,7 +36,7 @@ for kind, extra in [("modplast", {}), ("modul", {}), ("plastic", {"rule": "oja"}
     results = []
     for fused in (True, False):
         torch.manual_seed(0)
-        agent = RecurrentAgent(17, 4, kind, 32, init_scale=0.1, fused=fused, **extra).double().to(device)
+        agent = RecurrentAgent(17, 4, kind, 32, init_scale=0.1, backend='auto' if fused else 'reference', **extra).double().to(device)
         episode = rollout(agent, MazeEnv(8, "paper-2019", device=device, seed=1),
                           torch.Generator(device=device).manual_seed(2))
         loss = a2c_loss(episode.logits, episode.actions, agent.value(episode.hidden),

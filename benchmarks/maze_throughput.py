@@ -1,7 +1,9 @@
 """Agent steps per second of maze A2C training (paper-2019 preset, modplast, 100 units, 200-step episodes, past the
-burn-in), library only: `python benchmarks/maze_throughput.py DEVICE BATCH...`. On a CUDA device each batch size
-runs twice: the iteration replayed as a CUDA graph (the default) and launched eagerly (`--no-cuda-graph`)."""
+burn-in), library only: `python benchmarks/maze_throughput.py DEVICE BATCH...` (`PLASTICNET_BENCH_BACKEND=torch`
+for another backend than auto's choice). On a CUDA device each batch size runs twice: the iteration replayed as a CUDA
+graph (the default) and launched eagerly (`--no-cuda-graph`)."""
 
+import os
 import sys
 import time
 
@@ -21,7 +23,9 @@ def main(device_name: str, batches: list[int]) -> None:
     for batch in batches:
         for graph in (True, False) if device.type == "cuda" else (False,):
             cfg = resolve(MazeTrainConfig, "maze", "paper-2019", {"batch_size": batch, "burn_in": 0,
-                                                                   "device": device_name, "cuda_graph": graph})
+                                                                   "device": device_name, "cuda_graph": graph,
+                                                                   "backend": os.environ.get("PLASTICNET_BENCH_BACKEND",
+                                                                                             "auto")})
             experiment = A2CExperiment(cfg, device)
             for i in range(3):
                 experiment.step(i)
@@ -33,7 +37,7 @@ def main(device_name: str, batches: list[int]) -> None:
             seconds = (time.perf_counter() - began) / n
             steps = batch * experiment.env.episode_length
             how = "CUDA graph" if experiment.graphed else "eager"
-            print(f"maze batch {batch} ({how}): {seconds * 1000:.1f} ms per A2C iteration (episode, loss, backward, "
+            print(f"maze batch {batch} ({how}, backend {experiment.describe()['agent'].split('backend ')[1]}): {seconds * 1000:.1f} ms per A2C iteration (episode, loss, backward, "
                   f"Adam), {steps / seconds:,.0f} agent steps per second", flush=True)
 
 

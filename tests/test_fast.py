@@ -1,6 +1,6 @@
 """The fused recurrence gives the cell's results: outputs, final trace and every gradient, with and without
-chunked recomputation, for each fusable rule and alpha mode. Every test runs twice on CPU: with the Numba trace
-kernels (the CPU default) and with the PyTorch operations (what a GPU runs)."""
+chunked recomputation, for each fusable rule and alpha mode. Every test runs twice on CPU: on backend ``numba`` (the
+Numba trace kernels, the CPU default) and on ``torch`` (the PyTorch operations)."""
 
 import itertools
 
@@ -8,18 +8,19 @@ import pytest
 import torch
 
 from plasticnet import PlasticRNN, PlasticRNNCell
+from plasticnet.errors import ConfigError
 from plasticnet.fast import (Workspace, cpu_kernels, fusable, fused_cell_run, fused_closed_loop, fused_plastic_rnn,
-                             recurrence)
+                             recurrence, use_backend)
 from plasticnet.rules import make_rule
 
 
-@pytest.fixture(autouse=True, params=["cpu-kernels", "torch-ops"])
+@pytest.fixture(autouse=True, params=["numba", "torch"])
 def trace_ops(request):
-    """Which implementation does the trace work; Numba is a dependency, so the kernels must be there."""
-    kernels = request.param == "cpu-kernels"
+    """Which backend does the trace work (True: numba); Numba is a dependency, so the kernels must be there."""
+    kernels = request.param == "numba"
     if kernels:
         assert cpu_kernels.numba is not None, "numba is missing: pip install numba (a plasticnet dependency)"
-    with cpu_kernels.use_cpu_kernels(kernels):
+    with use_backend(request.param):
         yield kernels
 
 CASES = list(itertools.product(["hebb", "oja", "clip"], ["full", "per_neuron", "scalar"], [None, 2, 3]))
@@ -69,22 +70,27 @@ def test_fused_gradcheck_with_initial_state(rule, alpha):
     assert torch.autograd.gradcheck(lambda *a: _loss(*fused_plastic_rnn(*a, cell.rule, 2)), inputs)
 
 
-def test_plastic_rnn_uses_fused_path_only_where_it_applies():
+def test_plastic_rnn_uses_fused_path_only_where_it_applies(trace_ops):
     assert PlasticRNN(3, 4, rule="oja").fused
-    assert not PlasticRNN(3, 4, rule="oja", fused=False).fused
+    assert not PlasticRNN(3, 4, rule="oja", backend="reference").fused
     assert PlasticRNN(3, 4, rule="clip", modulation="simple", fanout=True).fused
     assert PlasticRNN(3, 4, rule="clip", modulation="retroactive").fused
-    assert not PlasticRNN(3, 4, rule="softclip", modulation="retroactive").fused
-    assert not PlasticRNN(3, 4, rule="softclip").fused
-    assert not PlasticRNN(3, 4, rule="hebb", activation="selu").fused
     assert not fusable(None) and fusable(make_rule("clip"))
+    with use_backend("auto"):  # inside the fixture's block: auto again, which falls back to the reference
+        for kwargs in (dict(rule="softclip", modulation="retroactive"), dict(rule="softclip"),
+                       dict(rule="hebb", activation="selu")):
+            assert PlasticRNN(3, 4, **kwargs).chosen_backend() == "reference"
+            with pytest.raises(ConfigError, match="does not cover this cell"):
+                PlasticRNN(3, 4, backend="fused", **kwargs)
+    assert PlasticRNN(3, 4).chosen_backend() == ("numba" if trace_ops else "torch")
+    assert "backend='auto' -> " + ("numba" if trace_ops else "torch") in repr(PlasticRNN(3, 4))
 
 
 @pytest.mark.parametrize("every", [None, 3])
 def test_plastic_rnn_fused_matches_unfused_with_input_projection(every):
     torch.manual_seed(3)
     fused = PlasticRNN(3, 5, rule="hebb", batch_first=True, checkpoint_every=every).double()
-    plain = PlasticRNN(3, 5, rule="hebb", batch_first=True, fused=False).double()
+    plain = PlasticRNN(3, 5, rule="hebb", batch_first=True, backend="reference").double()
     plain.load_state_dict(fused.state_dict())
     x = torch.randn(2, 7, 3, dtype=torch.float64)
     out_f, s_f = fused(x)
@@ -99,7 +105,7 @@ def test_plastic_rnn_fused_matches_unfused_with_input_projection(every):
 
 def test_chunked_recomputation_keeps_fewer_traces(trace_ops):
     """Autograd's saved bytes fall from T traces to about T/k + k when checkpointing every k steps; without a
-    choice, the CPU kernels recompute chunks of about sqrt(T) steps, and the PyTorch operations keep every trace."""
+    choice (None), numba recomputes chunks of about sqrt(T) steps, and torch keeps every trace."""
     def saved_bytes(every):
         rnn = PlasticRNN(None, 64, rule="hebb", checkpoint_every=every)
         storages = {}

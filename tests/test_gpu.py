@@ -6,6 +6,7 @@ import torch
 
 from plasticnet import PlasticRNN
 from plasticnet.config import resolve
+from plasticnet.fast import use_backend
 from plasticnet.tasks.pattern import PatternConfig, PatternExperiment
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -15,8 +16,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                        ("clip", "scalar", True, 3), ("clip", "full", False, None)])
 def test_cuda_matches_cpu(rule, alpha, fused, every):
     torch.manual_seed(0)
-    cpu = PlasticRNN(5, 32, rule=rule, alpha=alpha, fused=fused, checkpoint_every=every).double()
-    gpu = PlasticRNN(5, 32, rule=rule, alpha=alpha, fused=fused, checkpoint_every=every).double().cuda()
+    backend = "auto" if fused else "reference"
+    cpu = PlasticRNN(5, 32, rule=rule, alpha=alpha, backend=backend, checkpoint_every=every).double()
+    gpu = PlasticRNN(5, 32, rule=rule, alpha=alpha, backend=backend, checkpoint_every=every).double().cuda()
     gpu.load_state_dict(cpu.state_dict())
     x = torch.randn(20, 3, 5, dtype=torch.float64)
     results = []
@@ -93,13 +95,13 @@ def test_gpu_kernels_equal_the_pytorch_operations(kind, extra, every):
     from plasticnet.train.a2c import rollout
 
     if not gpu_kernels.available():
-        pytest.skip("Triton is not installed or PLASTICNET_GPU_KERNELS=0")
+        pytest.skip("Triton is not installed")
     results = []
     for enabled in (True, False):
         torch.manual_seed(0)
         agent = RecurrentAgent(17, 4, kind, 40, init_scale=0.3, checkpoint_every=every, **extra).double().cuda()
         env = MazeEnv(6, "paper-2019", device="cuda", seed=1)
-        with gpu_kernels.use_gpu_kernels(enabled):
+        with use_backend("triton" if enabled else "torch"):
             episode = rollout(agent, env, torch.Generator(device="cuda").manual_seed(2))
             (episode.logits.sum() + episode.hidden.square().sum()).backward()
         results.append((episode, [p.grad for p in agent.parameters() if p.grad is not None]))
@@ -114,13 +116,13 @@ def test_gpu_kernels_run_open_loops_as_the_pytorch_operations(rule, alpha, every
     from plasticnet.fast import gpu_kernels
 
     if not gpu_kernels.available():
-        pytest.skip("Triton is not installed or PLASTICNET_GPU_KERNELS=0")
+        pytest.skip("Triton is not installed")
     x = torch.randn(30, 4, 5, dtype=torch.float64, device="cuda")
     results = []
     for enabled in (True, False):
         torch.manual_seed(0)
         model = PlasticRNN(5, 48, rule=rule, alpha=alpha, checkpoint_every=every).double().cuda()
-        with gpu_kernels.use_gpu_kernels(enabled):
+        with use_backend("triton" if enabled else "torch"):
             out, state = model(x)
             (out.sum() + 0.3 * state.hebb.sum()).backward()
         results.append([out, state.hebb] + [p.grad for p in model.parameters()])

@@ -13,10 +13,10 @@ modul       a modulated eligibility trace feeds plastic weights    ``modulation=
 ========== ===================================================== =====================
 
 An episode is unrolled in a closed loop (:meth:`RecurrentAgent.unroll`): each step's input comes from the
-environment's answer to the action chosen from the previous activity. Cells that the fused recurrence covers
-(:func:`plasticnet.fast.fusable_cell`: every plastic kind with the ``hebb``, ``oja`` or ``clip`` rule) run through
-:func:`plasticnet.fast.fused_closed_loop`, with its hand-written backward pass and buffers kept from one episode
-to the next; others step the cell under autograd.
+environment's answer to the action chosen from the previous activity. ``backend`` chooses how
+(:mod:`plasticnet.fast.backends`): ``"auto"`` runs cells that a fused backend covers (every plastic kind with the
+``hebb``, ``oja`` or ``clip`` rule) through :func:`plasticnet.fast.fused_closed_loop`, with its hand-written
+backward pass and buffers kept from one episode to the next, and steps the others under autograd.
 
 The observation already carries what the papers feed back (previous reward and, where the variant has it, the
 previous action), so the layer's input is the environment's observation as it is.
@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .fast import Workspace, fusable_cell, fused_closed_loop
-from .layers import PlasticRNNCell, PlasticState
+from .fast import Workspace, fused_closed_loop, resolve_cell
+from .layers import PlasticRNNCell, PlasticState, check_cell_backend, describe_backend
 
 __all__ = ["AGENT_KINDS", "RecurrentAgent"]
 
@@ -48,14 +48,14 @@ class RecurrentAgent(nn.Module):
     outside an episode loop.
     W and alpha start uniform in ``[0, init_scale)`` (all positive, as in every maze and cue-reward network of both
     papers); eta, where there is one, starts at ``eta_init``. ``checkpoint_every`` trades the memory of the fused
-    path's traces for recomputation (see :func:`plasticnet.fast.fused_closed_loop`); ``fused=False`` always steps
-    the cell under autograd.
+    path's traces for recomputation (see :class:`plasticnet.PlasticRNN`); ``backend`` as in
+    :class:`plasticnet.PlasticRNN`; ``fused=False`` is ``backend="reference"``.
     """
 
     def __init__(self, obs_size: int, n_actions: int, kind: str = "modplast", hidden_size: int = 100,
                  rule: str = "clip", clip: float = 1.0, fanout: bool = False, alpha: str = "full",
                  init_scale: float = 0.01, eta_init: float = 0.01, checkpoint_every: Optional[int] = None,
-                 fused: bool = True):
+                 fused: bool = True, backend: str = "auto"):
         super().__init__()
         if kind not in AGENT_KINDS:
             raise ConfigError(f"unknown agent {kind!r}; choose one of {', '.join(AGENT_KINDS)}")
@@ -68,9 +68,17 @@ class RecurrentAgent(nn.Module):
                 self.cell.eta.fill_(eta_init)
         self.h2o = nn.Linear(hidden_size, n_actions)
         self.h2v = nn.Linear(hidden_size, 1)
-        self.fused = fused and fusable_cell(self.cell)
+        self.backend = check_cell_backend(backend if fused else "reference", self.cell)
         self.checkpoint_every = checkpoint_every
         self.workspace = Workspace()  # the fused path's buffers; a CUDA graph swaps in buffers of its own
+
+    @property
+    def fused(self) -> bool:
+        """Whether a fused backend runs the episodes on the parameters' device and dtype."""
+        return resolve_cell(self.backend, self.cell) != "reference"
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, backend={describe_backend(self.backend, self.cell)}"
 
     @property
     def hidden_size(self) -> int:
@@ -86,8 +94,9 @@ class RecurrentAgent(nn.Module):
         environment pays for the last action). Returns the activities (steps, B, hidden_size).
 
         The fused path reuses its buffers: backpropagate through an episode before unrolling the next one."""
-        if self.fused:
-            return fused_closed_loop(self.cell, obs, feedback, steps, self.checkpoint_every, self.workspace)
+        backend = resolve_cell(self.backend, self.cell)
+        if backend != "reference":
+            return fused_closed_loop(self.cell, obs, feedback, steps, self.checkpoint_every, self.workspace, backend)
         state, hidden = self.initial_state(obs.shape[0]), []
         for t in range(steps):
             h, state = self.cell(obs.to(self.cell.w.dtype), state)

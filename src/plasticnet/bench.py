@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
-from .fast import cpu_kernels, gpu_kernels
+from .fast import cpu_kernels
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -130,11 +130,14 @@ def _training_step(model, inputs, loss_fn):
 
 
 def _where(device: torch.device) -> str:
-    if device.type == "cuda":
-        kernels = "Triton step kernels up to 128 units" if gpu_kernels.available() else "PyTorch trace operations"
-        return f"{torch.cuda.get_device_name(device)}, {kernels}"
-    kernels = "Numba trace kernels" if cpu_kernels.available() else "PyTorch trace operations"
-    return f"cpu, {torch.get_num_threads()} threads, {kernels}"
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+
+
+def _backend(model) -> str:
+    """The backend that runs ``model`` (a layer or agent with a ``backend`` setting): ``'auto' -> numba``."""
+    from .layers import describe_backend
+
+    return describe_backend(model.backend, model.cell)
 
 
 def _copy_plastic_weights(plain, cell) -> None:
@@ -155,7 +158,7 @@ def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
           f"{_where(device)}")
     print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
-          f"{'plain MB':>9} {'same output':>12}")
+          f"{'plain MB':>9} {'same output':>12}  backend")
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
@@ -172,10 +175,10 @@ def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
             device, rounds)
         row = {"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
                "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
-               "max_output_difference": gap}
+               "max_output_difference": gap, "backend": _backend(library.rnn)}
         rows.append(row)
         print(f"{batch:>5} {row['library_eps']:>13.2f} {row['plain_eps']:>11.2f} {row['speedup']:>8.2f}x "
-              f"{row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {gap:>12.1e}", flush=True)
+              f"{row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {gap:>12.1e}  {row['backend']}", flush=True)
     return rows
 
 
@@ -191,7 +194,7 @@ def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 2
     print(f"memory: plastic RNN, {hidden} units, {steps}-step episodes, checkpoint every {every} steps; "
           f"{_where(device)}")
     print(f"{'batch':>5} {'library MB':>11} {'plain MB':>9} {'ratio':>7} {'library s':>10} {'plain s':>8} "
-          f"{'grad rel. difference':>21}")
+          f"{'grad rel. difference':>21}  backend")
     if device.type == "cpu":
         cpu_kernels.warm_up()
     rows = []
@@ -215,10 +218,10 @@ def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 2
         gap = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(grads[0][2], grads[1][2]))
         row = {"batch": batch, "library_mb": grads[0][0] / 2**20, "plain_mb": grads[1][0] / 2**20,
                "ratio": grads[0][0] / grads[1][0], "library_s": grads[0][1], "plain_s": grads[1][1],
-               "max_grad_difference": gap}
+               "max_grad_difference": gap, "backend": _backend(library)}
         rows.append(row)
         print(f"{batch:>5} {row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {row['ratio']:>7.3f} "
-              f"{row['library_s']:>10.2f} {row['plain_s']:>8.2f} {gap:>21.1e}", flush=True)
+              f"{row['library_s']:>10.2f} {row['plain_s']:>8.2f} {gap:>21.1e}  {row['backend']}", flush=True)
     return rows
 
 
@@ -335,7 +338,7 @@ def _a2c_suite(task: str, config_cls, preset: str, plain_name: str, title: str, 
     plain_module = load_benchmark_module(plain_name)
     print(f"{title}, one A2C iteration (episode, loss, backward, clip, Adam); {_where(device)}")
     print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9} "
-          f"{'agent steps/s':>14}")
+          f"{'agent steps/s':>14}  backend")
     rows = []
     for batch in batch_sizes:
         torch.manual_seed(0)
@@ -347,10 +350,11 @@ def _a2c_suite(task: str, config_cls, preset: str, plain_name: str, title: str, 
                                                      device, rounds)
         steps_per_s = batch * library.env.episode_length / lib_s
         row = {"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
-               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20, "agent_steps_per_s": steps_per_s}
+               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20, "agent_steps_per_s": steps_per_s,
+               "backend": _backend(library.model)}
         rows.append(row)
         print(f"{batch:>5} {lib_s:>13.4f} {plain_s:>11.4f} {row['speedup']:>8.2f}x {row['library_mb']:>11.0f} "
-              f"{row['plain_mb']:>9.0f} {steps_per_s:>14.0f}", flush=True)
+              f"{row['plain_mb']:>9.0f} {steps_per_s:>14.0f}  {row['backend']}", flush=True)
     return rows
 
 

@@ -102,6 +102,32 @@ def make_plasticity(rule, clip: float, modulation: Optional[str], fanout: bool) 
     return rule
 
 
+def check_cell_backend(backend: str, cell) -> str:
+    """Refuse, at construction, a ``backend`` that cannot run ``cell`` on any device (what depends on the device is
+    checked when the cell runs); returns ``backend``."""
+    from .fast.backends import check_backend, why_not
+
+    check_backend(backend)
+    if backend not in ("auto", "reference"):
+        reason = why_not("torch", cell.rule, cell.activation, cell.modulation, cell.hidden_size, torch.device("cpu"),
+                         torch.float32)
+        if reason is not None:
+            raise ConfigError(f"backend {backend!r} does not cover this cell: {reason}; use backend='auto' or "
+                              f"'reference'")
+    return backend
+
+
+def describe_backend(backend: str, cell) -> str:
+    """``'auto' -> numba``: the setting and what it chooses on the cell's device and dtype."""
+    from .fast import resolve_cell
+
+    try:
+        chosen = resolve_cell(backend, cell)
+    except ConfigError:
+        chosen = "not on this device"
+    return f"{backend!r}" if chosen == backend else f"{backend!r} -> {chosen}"
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")
@@ -201,27 +227,44 @@ class PlasticRNN(nn.Module):
     ``outputs`` has the same layout with ``hidden_size`` features; traces travel in ``state``.
     Every other keyword is passed on to the cell.
 
-    ``fused=True`` (default) runs tanh networks with the ``hebb``, ``oja`` or ``clip`` rule (retroactive
-    modulation: ``clip`` only) through :func:`plasticnet.fast.fused_cell_run`: the same results, faster, with a
-    hand-written backward pass and buffers kept from one call to the next;
+    ``backend`` says what runs the sequence (:mod:`plasticnet.fast.backends`: which cells each backend covers):
+    ``"auto"`` (default) the fastest backend that covers the cell on its device and dtype, ``"reference"`` the cell
+    stepped under autograd, ``"fused"`` the fastest fused one, or one by name (``"torch"``, ``"numba"``,
+    ``"triton"``); a backend that does not cover the cell raises a ConfigError (when the model runs, for what
+    depends on the device). The fused backends (:func:`plasticnet.fast.fused_cell_run`) give the same results,
+    faster, with a hand-written backward pass and buffers kept from one call to the next;
     ``checkpoint_every=k`` then keeps only every k-th trace for the backward pass and recomputes the others
-    (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory); None keeps every
-    trace, except on a CPU with the Numba kernels, where chunks of about sqrt(T) steps are faster (1 keeps every
-    trace there). Other configurations step the cell, so autograd keeps every trace.
+    (memory for about T/k + k traces instead of T: choose k near sqrt(T) for the least memory); None lets the
+    backend choose (:func:`plasticnet.fast.recurrence.chunk_length`: chunks of ceil(sqrt(T)) steps on ``numba``,
+    every trace on ``torch`` and ``triton``); 1 keeps every trace. The reference keeps every trace.
     """
 
-    def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False, fused: bool = True,
-                 checkpoint_every: Optional[int] = None, **cell_kwargs):
+    def __init__(self, input_size: Optional[int], hidden_size: int, batch_first: bool = False,
+                 backend: str = "auto", checkpoint_every: Optional[int] = None, **cell_kwargs):
         super().__init__()
-        from .fast import Workspace, fusable_cell
+        from .fast import Workspace
 
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every}")
         self.batch_first = batch_first
         self.cell = PlasticRNNCell(input_size, hidden_size, **cell_kwargs)
         self.checkpoint_every = checkpoint_every
-        self.fused = fused and fusable_cell(self.cell)
+        self.backend = check_cell_backend(backend, self.cell)
         self._workspace = Workspace()  # the fused path's buffers, kept between calls
+
+    def chosen_backend(self, like: Optional[torch.Tensor] = None) -> str:
+        """The backend that runs this layer on tensors like ``like`` (default: its parameters)."""
+        from .fast import resolve_cell
+
+        return resolve_cell(self.backend, self.cell, like)
+
+    @property
+    def fused(self) -> bool:
+        """Whether a fused backend runs this layer on its parameters' device and dtype."""
+        return self.chosen_backend() != "reference"
+
+    def extra_repr(self) -> str:
+        return f"backend={describe_backend(self.backend, self.cell)}, checkpoint_every={self.checkpoint_every}"
 
     def initial_state(self, batch_size: int) -> PlasticState:
         return self.cell.initial_state(batch_size)
@@ -231,8 +274,9 @@ class PlasticRNN(nn.Module):
             raise ConfigError(f"PlasticRNN expects a 3-D input (T, B, features), got shape {tuple(x.shape)}")
         if self.batch_first:
             x = x.transpose(0, 1)
-        if self.fused:
-            outputs, state = self._fused_forward(x, state)
+        backend = self.chosen_backend(x)
+        if backend != "reference":
+            outputs, state = self._fused_forward(x, state, backend)
         else:
             outputs = []
             for x_t in x.unbind(0):
@@ -241,14 +285,15 @@ class PlasticRNN(nn.Module):
             outputs = torch.stack(outputs)
         return (outputs.transpose(0, 1) if self.batch_first else outputs), state
 
-    def _fused_forward(self, x, state):
+    def _fused_forward(self, x, state, backend):
         from .fast import fused_cell_run
 
         cell = self.cell
         if state is None:
             state = cell.initial_state(x.shape[1])
         drive = x if cell.i2h is None else cell.i2h(x)
-        outputs, (hebb, eligibility) = fused_cell_run(cell, drive, state, self.checkpoint_every, self._workspace)
+        outputs, (hebb, eligibility) = fused_cell_run(cell, drive, state, self.checkpoint_every, self._workspace,
+                                                      backend)
         return outputs, PlasticState(outputs[-1], hebb, eligibility)
 
 

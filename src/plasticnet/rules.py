@@ -16,7 +16,9 @@ addition fuse into one ``baddbmm`` and no (B, n_pre, n_post) increment is built 
 
 To add a rule, subclass :class:`Rule` and implement :meth:`Rule.update` (and :meth:`Rule.accumulate` if the rule
 can take the modulated eligibility increments of retroactive neuromodulation). Pass an instance as ``rule=`` to any
-plastic layer; nothing else needs to change.
+plastic layer; nothing else needs to change. A rule of your own runs on the reference backend (the cell stepped
+under autograd): the fused backends' backward passes are written out for ``hebb``, ``oja`` and ``clip`` only, and
+``backend="fused"`` refuses any other rule (:mod:`plasticnet.fast.backends`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Both go example by example, because examples are independent given the weights, 
 (``N * N`` numbers: 40 KB at 100 units) fits in a core's cache where the batch's traces do not:
 
 - :func:`plastic_step` and :func:`retro_step` run the plasticity of one time step for every example, from the new
-  activity (its input and tanh are a PyTorch product and NumPy's tanh, vectorised where Numba's tanh is not): the
+  activity (its input and tanh are PyTorch operations, vectorised where Numba's tanh is not): the
   neuromodulator, the trace update and the next step's recurrent and plastic drive, while the example's trace is
   in cache;
 - :func:`plastic_backward` and :func:`retro_backward` run the whole adjoint recursion of each example, chunk by
@@ -15,8 +15,8 @@ Both go example by example, because examples are independent given the weights, 
 
 Cells covered: tanh units, rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with
 a learned eta or simple neuromodulation (with or without fan-out), and retroactive modulation with the clip rule;
-alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one). GPUs, and CPUs
-without Numba or with these kernels switched off (:func:`use_cpu_kernels`), run PyTorch operations instead.
+alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one); float32 and
+float64 CPU tensors. They are the backend ``numba`` (:mod:`plasticnet.fast.backends`), the ``auto`` choice there.
 Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
 Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
@@ -36,8 +36,6 @@ import types
 import numpy as np
 import torch
 
-from .switch import KernelSwitch
-
 try:
     import numba
 except ImportError:  # the PyTorch operations do the same work, slower
@@ -46,7 +44,6 @@ except ImportError:  # the PyTorch operations do the same work, slower
 # Reassociation and fused multiply-adds let the reductions vectorise; infinities and NaNs keep their meaning
 # (an unclipped rule passes clip = inf).
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-_switch = KernelSwitch(numba is not None, "PLASTICNET_CPU_KERNELS")
 
 # The rule, as the kernels take it.
 HEBB, OJA, CLIP = 0, 1, 2
@@ -54,14 +51,8 @@ KINDS = {"hebb": HEBB, "oja": OJA, "clip": CLIP}
 
 
 def available() -> bool:
-    """Whether the fused recurrence uses these kernels on CPU tensors (Numba installed and not switched off by
-    ``PLASTICNET_CPU_KERNELS=0`` or :func:`use_cpu_kernels`)."""
-    return _switch.enabled
-
-
-def use_cpu_kernels(enabled: bool):
-    """Switch the kernels on or off inside a ``with`` block (to compare them with the PyTorch operations)."""
-    return _switch.use(enabled)
+    """Whether Numba is installed (the backend ``numba``, :mod:`.backends`)."""
+    return numba is not None
 
 
 def _jit(function=None, parallel=False, inline=False):
@@ -165,10 +156,10 @@ def _rate(post, rate, eta, mod_w, mod_b, fan_w, fan_b):
         for j in range(N):
             rate[j] = eta
         return rate.dtype.type(0)
-    z = mod_b[0]
+    z = np.float64(mod_b[0])  # double, then one rounding: the sum cancels (weights of both signs)
     for j in range(N):
         z += mod_w[0, j] * post[j]
-    m = np.tanh(z)
+    m = rate.dtype.type(np.tanh(z))
     if fan_w.shape[0] > 0:
         for j in range(N):
             rate[j] = fan_b[j] + fan_w[j, 0] * m
@@ -308,7 +299,7 @@ def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fa
     ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
     :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
     next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
-    who also takes the tanh: NumPy's is vectorised). The examples, four by four, are shared out among
+    who also takes the tanh: PyTorch's is vectorised). The examples, four by four, are shared out among
     ``groups`` threads."""
     B, N = pre.shape
     in_place = before.ctypes.data == after.ctypes.data
@@ -372,7 +363,7 @@ def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
     written to ``g_z[t, b, 0]`` (modulated cells only; ``g_h`` is updated in place)."""
     N, one = post.shape[0], post.dtype.type(1)
     if mod_w.shape[0] > 0:
-        d_m = post.dtype.type(0)
+        d_m = np.float64(0)  # double: the sum cancels, and the modulator's gradients are sums of it
         if fan_w.shape[0] > 0:
             for j in range(N):
                 d_m += d_r[j] * fan_w[j, 0]
@@ -380,7 +371,7 @@ def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
             for j in range(N):
                 d_m += d_r[j]
         m = mod[t, b, 0]
-        gz = d_m * (one - m * m)
+        gz = post.dtype.type(d_m) * (one - m * m)
         g_z[t, b, 0] = gz
         for j in range(N):
             g_h[j] += gz * mod_w[0, j]
@@ -628,7 +619,7 @@ def empty_rows(dtype) -> np.ndarray:
 def warm_up(dtype=np.float32) -> None:
     """Compile (or load from Numba's cache) both versions of every kernel for ``dtype`` now, so that a measurement
     that follows counts neither the compiler's time nor its memory."""
-    if not _switch.enabled:
+    if numba is None:
         return
     rows, vector, no_rows, no_vector = np.zeros((1, 1), dtype), np.zeros(1, dtype), empty_rows(dtype), \
         np.zeros(0, dtype)

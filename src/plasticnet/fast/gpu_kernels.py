@@ -17,7 +17,7 @@ learned eta or simple neuromodulation with or without fan-out, up to :data:`MAX_
 example walks a whole trace, which pays at the maze's 100 units (H100, batch 30: 13 ms per A2C iteration against
 23 ms) but not at 256 units and batch 16 (2.6 times slower than the PyTorch operations, which then run). Same maths as
 :class:`~plasticnet.fast.recurrence._FusedPlasticRNN`'s PyTorch operations; sums run in another order, so results
-agree to rounding. ``PLASTICNET_GPU_KERNELS=0`` switches them off; without Triton they are off.
+agree to rounding. The backend ``triton`` (:mod:`.backends`); ``auto`` picks it on CUDA tensors it covers.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from __future__ import annotations
 import os
 
 import torch
-
-from .switch import KernelSwitch
 
 try:
     import triton
@@ -39,23 +37,27 @@ MAX_UNITS = 128
 KINDS = {"hebb": 0, "oja": 1, "clip": 2}
 # Triton's interpreter (TRITON_INTERPRET=1, for testing on a CPU) has no libdevice: tanh is then computed from exp.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_switch = KernelSwitch(triton is not None, "PLASTICNET_GPU_KERNELS")
 
 
 def available() -> bool:
-    """Whether the fused recurrence runs these kernels on CUDA tensors (Triton installed and not switched off)."""
-    return _switch.enabled
+    """Whether Triton is installed."""
+    return triton is not None
 
 
-def use_gpu_kernels(enabled: bool):
-    """Switch the kernels on or off inside a ``with`` block (to compare them with the PyTorch operations)."""
-    return _switch.use(enabled)
-
-
-def covers(kind: str, modulation, n_units: int, like: torch.Tensor) -> bool:
-    """Whether these kernels run a cell with this rule, modulation and size on ``like``'s device and dtype."""
-    return (_switch.enabled and (like.is_cuda or _INTERPRET) and kind in KINDS and modulation in (None, "simple")
-            and n_units <= MAX_UNITS and like.dtype in (torch.float32, torch.float64))
+def why_not(kind: str, modulation, n_units: int, device: torch.device, dtype: torch.dtype):
+    """None if these kernels run a cell with this rule, modulation and size on tensors of ``device`` and ``dtype``
+    (CUDA, or CPU under Triton's interpreter), else what they lack, in a few words."""
+    if triton is None:
+        return "Triton is not installed"
+    if device.type != "cuda" and not (device.type == "cpu" and _INTERPRET):
+        return f"{device.type} tensors (triton runs CUDA tensors, or CPU ones under TRITON_INTERPRET=1)"
+    if kind not in KINDS or modulation not in (None, "simple"):
+        return "retroactive modulation (triton runs a learned eta or simple modulation)"
+    if n_units > MAX_UNITS:
+        return f"{n_units} units (triton runs up to {MAX_UNITS}: a program per example leaves a GPU idle beyond)"
+    if dtype not in (torch.float32, torch.float64):
+        return f"{dtype} (triton runs float32 and float64)"
+    return None
 
 
 def _blocks(n: int, tile: int) -> tuple[int, int]:
@@ -72,9 +74,9 @@ _FORWARD_TILE, _BACKWARD_TILE, _WARPS = 8192, 4096, 8
 if triton is not None:
     @triton.jit
     def _tanh(x, INTERPRET: tl.constexpr):
-        if INTERPRET:
-            e = tl.exp(-2.0 * tl.abs(x))
-            t = (1.0 - e) / (1.0 + e)
+        if INTERPRET:  # in double, so that 1 - e, which cancels near 0, keeps float32's precision
+            e = tl.exp(-2.0 * tl.abs(x.to(tl.float64)))
+            t = ((1.0 - e) / (1.0 + e)).to(x.dtype)
             return tl.where(x < 0, -t, t)
         else:
             return libdevice.tanh(x)

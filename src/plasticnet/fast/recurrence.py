@@ -11,8 +11,9 @@ neuromodulation with or without fan-out, or retroactive neuromodulation with the
   gradients of ``w`` and the modulator as one matrix product over all steps at the end;
 - with ``checkpoint_every=k`` only every k-th trace is kept and the others are recomputed chunk by chunk during the
   backward pass: memory for T/k + k traces instead of T, for about one extra forward pass of the trace updates.
-  ``checkpoint_every=None`` keeps every trace, but for the CPU kernels, where recomputation in cache is the faster
-  choice: there it means chunks of about sqrt(T) steps (``checkpoint_every=1`` keeps every trace).
+  ``checkpoint_every=None`` lets the backend choose (:func:`chunk_length`): ``numba`` recomputes chunks of
+  ceil(sqrt(T)) steps (recomputation in cache is faster there than reading back stored traces), ``torch`` and
+  ``triton`` keep every trace; ``checkpoint_every=1`` keeps every trace on every backend.
 
 Two ways to feed it: the drive of every step given up front (:func:`fused_plastic_rnn`, :func:`fused_cell_run`),
 or a closed loop (:func:`fused_closed_loop`) where each step's input is computed from the previous step's activity
@@ -20,10 +21,10 @@ by a function the gradient does not go through, as when an agent acts in an envi
 buffers from one call to the next (:class:`Workspace`), which on a CPU saves the page faults of fresh memory.
 
 Every non-retroactive rule of the form ``trace = clip(decay * trace + outer(pre, q))`` fits; see
-:func:`_decay_and_q`. The work runs in :mod:`.cpu_kernels` on a CPU (a step per kernel call forward, the whole
-backward pass in one, example by example: :func:`_kernel_forward`, :func:`_kernel_backward`), in
-:mod:`.gpu_kernels` (a whole step per kernel) on a GPU where they cover the cell, and as PyTorch operations
-otherwise.
+:func:`_decay_and_q`. The work runs on one of three backends (:mod:`.backends` says which cells each covers and
+how one is chosen): ``numba``, :mod:`.cpu_kernels` (a step per kernel call forward, the whole backward pass in one,
+example by example: :func:`_kernel_forward`, :func:`_kernel_backward`); ``triton``, :mod:`.gpu_kernels` (a whole
+step per kernel each way); ``torch``, PyTorch operations (any device).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from ..rules import ClippedHebb, DecayingHebb, Oja, Rule, SoftBoundHebb
 from . import cpu_kernels, gpu_kernels
+from .backends import resolve_fused, why_not
 
 FUSABLE_RULES = (DecayingHebb, Oja, ClippedHebb)
 
@@ -47,10 +48,10 @@ def fusable(rule: Optional[Rule]) -> bool:
 
 
 def fusable_cell(cell) -> bool:
-    """Whether :func:`fused_cell_run` and :func:`fused_closed_loop` can run this cell."""
-    if not fusable(cell.rule) or cell.activation != "tanh":
-        return False
-    return cell.modulation != "retroactive" or type(cell.rule) is ClippedHebb
+    """Whether :func:`fused_cell_run` and :func:`fused_closed_loop` can run this cell (on backend ``torch`` at
+    least)."""
+    return why_not("torch", cell.rule, cell.activation, cell.modulation, cell.hidden_size, cell.w.device,
+                   cell.w.dtype) is None
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,6 @@ def _update_traces(spec: _Plasticity, eta, pre, post, rate, traces, out, scalar_
         out[0].clamp_(-spec.clip, spec.clip)
 
 
-def _use_kernels(spec: _Plasticity, like: torch.Tensor) -> bool:
-    """Whether the trace work goes to :mod:`plasticnet.fast.cpu_kernels` (CPU tensors of floats)."""
-    return like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
-
-
-def _use_gpu_kernels(spec: _Plasticity, like: torch.Tensor) -> bool:
-    """Whether the step goes to :mod:`plasticnet.fast.gpu_kernels` (CUDA tensors, a cell they cover)."""
-    return gpu_kernels.covers(spec.kind, spec.modulation, like.shape[-1], like)
-
-
 def _kernel_clip(spec: _Plasticity) -> float:
     return spec.clip if spec.kind == "clip" else math.inf
 
@@ -155,9 +146,11 @@ def _full_alpha(alpha: torch.Tensor, n: int) -> torch.Tensor:
 
 def _scalar_decay(spec: _Plasticity, eta) -> Optional[float]:
     """The hebb rule's decay ``1 - eta`` as a Python number, read once per call so that no step waits for the
-    device; None where the decay is not one learned scalar, and while a CUDA graph is captured (a number read then
-    would stay in the graph, stale once eta is updated)."""
-    if spec.kind != "hebb" or spec.modulation is not None or (eta.is_cuda and torch.cuda.is_current_stream_capturing()):
+    device; None where the decay is not one learned scalar, while a CUDA graph is captured (a number read then
+    would stay in the graph, stale once eta is updated), and on a CPU: there baddbmm's ``beta`` rounded the float32
+    trace off the reference (100 units, 200 steps: the final trace 2.3 and eta's gradient 8 times further from the
+    float64 reference than autograd's float32), where a multiplication and then baddbmm do not."""
+    if spec.kind != "hebb" or spec.modulation is not None or not eta.is_cuda or torch.cuda.is_current_stream_capturing():
         return None
     return 1.0 - float(eta)
 
@@ -183,6 +176,7 @@ class _Run:
     spec: _Plasticity
     steps: int
     checkpoint_every: Optional[int]
+    backend: str  # "torch", "numba" or "triton"
     workspace: Workspace
     x0: Optional[torch.Tensor] = None
     feedback: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
@@ -220,11 +214,11 @@ class _FusedPlasticRNN(torch.autograd.Function):
             ws = Workspace()
         ws.busy = run.graph
         ctx.workspace = ws
-        if _use_kernels(spec, h0):
+        if run.backend == "numba":
             return _kernel_forward(ctx, run, ws, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w,
                                    fan_b)
         B, N = h0.shape
-        k = min(run.checkpoint_every or T, T)
+        k = chunk_length(run.backend, run.checkpoint_every, T)
         n_chunks = math.ceil(T / k)
         keep_all = k >= T
         closed = u is None
@@ -251,7 +245,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
         chunk_starts = None if keep_all else ws.get("chunk_starts", (n_chunks + 1, *trace_shape), h0)
         _set_initial_traces((work if keep_all else chunk_starts)[0], traces0)
         scratch = ws.get("scratch", (B, N, N), h0)
-        gpu = _use_gpu_kernels(spec, h0)
+        gpu = run.backend == "triton"
         if gpu:  # the kernels read rows with unit stride
             alpha_full, clip = _full_alpha(alpha, N), _kernel_clip(spec)
             us = None if closed else u.contiguous().unbind(0)
@@ -294,7 +288,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
     def backward(ctx, g_out, g_traces_final):
         if getattr(ctx, "kernels", False):
             return _kernel_backward(ctx, g_out, g_traces_final)
-        if _use_gpu_kernels(ctx.run.spec, ctx.saved_tensors[2]):
+        if ctx.run.backend == "triton":
             return _gpu_backward(ctx, g_out, g_traces_final)
         u, x, h, chunk_starts, all_traces, mods, rates, w, alpha, eta, mod_w, mod_b, fan_w, fan_b = \
             ctx.saved_tensors
@@ -436,11 +430,15 @@ def _alpha_gradient(full: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return full if alpha.dim() == 2 else full.sum(0) if alpha.dim() == 1 else full.sum()
 
 
-def _kernel_chunk_length(checkpoint_every: Optional[int], steps: int) -> int:
-    """The chunk length k of the CPU kernels: ``checkpoint_every`` if given (1 keeps every trace), else about
-    sqrt(T). Their backward pass recomputes a chunk's traces one example at a time, in cache, which is faster than
-    reading back traces that the forward pass wrote to memory, and keeps about 2 sqrt(T) traces instead of T."""
-    return min(checkpoint_every or math.ceil(math.sqrt(steps)), steps)
+def chunk_length(backend: str, checkpoint_every: Optional[int], steps: int) -> int:
+    """The chunk length k of a run: ``checkpoint_every`` if given (1 keeps every trace), else the backend's choice.
+    ``numba``: ceil(sqrt(T)), since its backward pass recomputes a chunk's traces one example at a time, in cache,
+    which is faster than reading back traces that the forward pass wrote to memory, and keeps about 2 sqrt(T)
+    traces instead of T. ``torch`` and ``triton``: T, every trace kept (recomputation would cost a forward pass of
+    the trace updates more)."""
+    if checkpoint_every is None:
+        return math.ceil(math.sqrt(steps)) if backend == "numba" else steps
+    return min(checkpoint_every, steps)
 
 
 def _numpy(t: Optional[torch.Tensor], ndim: int, like: torch.Tensor):
@@ -459,13 +457,13 @@ def _kernel_scalars(spec: _Plasticity, eta: Optional[torch.Tensor], dtype) -> tu
 def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w, alpha, eta, mod_w, mod_b, fan_w,
                     fan_b):
     """:meth:`_FusedPlasticRNN.forward` with :mod:`.cpu_kernels`: per step, the input (a PyTorch product) and
-    the tanh (NumPy's), then one kernel call for the plasticity and the next step's recurrent drive. The traces are
+    the tanh (PyTorch's), then one kernel call for the plasticity and the next step's recurrent drive. The traces are
     kept as (B, n_traces, N, N), so that each example's are together: only the first of each chunk of k steps, and
     the final one, in ``starts``; the others are updated in place in ``current``."""
     spec, T = run.spec, run.steps
     B, N = h0.shape
     retro = spec.modulation == "retroactive"
-    k = _kernel_chunk_length(run.checkpoint_every, T)
+    k = chunk_length("numba", run.checkpoint_every, T)
     n_chunks = math.ceil(T / k)
     closed = u is None
     h = ws.get("h", (T + 1, B, N), h0)
@@ -503,7 +501,10 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
             torch.addmm(drive, xs[t], in_wt, out=post)
         else:
             torch.add(us[t], drive, out=post)
-        np.tanh(h_np[t + 1], out=h_np[t + 1])  # NumPy's tanh: a tenth of PyTorch's time on a (30, 100) batch
+        # PyTorch's tanh (0.25 ulp on average, 0.57 at most), not NumPy's (0.37, 1.36), though NumPy's is faster: the
+        # backward pass's slope 1 - post^2 of a saturated unit magnifies the activity's rounding, and with NumPy's
+        # the float32 gradients were 3-4 times further from the float64 reference than plain autograd's.
+        torch.tanh(post, out=post)
         before = starts_np[t // k] if t % k == 0 else current
         after = starts_np[n_chunks] if t + 1 == T else starts_np[(t + 1) // k] if (t + 1) % k == 0 else current
         if retro:
@@ -620,35 +621,47 @@ def _initial_traces(cell, state) -> torch.Tensor:
     return state.hebb.unsqueeze(0)
 
 
+def _fused_backend(setting: str, cell, like: torch.Tensor) -> str:
+    return resolve_fused(setting, cell.rule, cell.activation, cell.modulation, cell.hidden_size, like.device,
+                         like.dtype)
+
+
 def fused_cell_run(cell, u: torch.Tensor, state, checkpoint_every: Optional[int] = None,
-                   workspace: Optional[Workspace] = None):
+                   workspace: Optional[Workspace] = None, backend: str = "auto"):
     """Run ``cell`` (see :func:`fusable_cell`) over the drive ``u`` (T, B, N) (its input part, ``i2h(x)`` or x)
-    from ``state``. Returns all activities (T, B, N) and the final traces ``(hebb, eligibility or None)``."""
-    run = _Run(_plasticity(cell), u.shape[0], checkpoint_every, workspace or Workspace())
+    from ``state`` on ``backend`` (:mod:`.backends`; ``auto`` means ``fused`` here). Returns all activities
+    (T, B, N) and the final traces ``(hebb, eligibility or None)``."""
+    run = _Run(_plasticity(cell), u.shape[0], checkpoint_every, _fused_backend(backend, cell, u),
+               workspace or Workspace())
     out, traces = _apply(run, u, None, None, state.h, _initial_traces(cell, state), *_cell_tensors(cell))
     return out, (traces[0], traces[1] if cell.modulation == "retroactive" else None)
 
 
 def fused_closed_loop(cell, x0: torch.Tensor, feedback: Callable[[int, torch.Tensor], torch.Tensor], steps: int,
-                      checkpoint_every: Optional[int] = None, workspace: Optional[Workspace] = None) -> torch.Tensor:
+                      checkpoint_every: Optional[int] = None, workspace: Optional[Workspace] = None,
+                      backend: str = "auto") -> torch.Tensor:
     """Run ``cell`` (with its input layer ``i2h``) for ``steps`` steps from a zero state, where step t's input is
     ``x0`` for t = 0 and ``feedback(t - 1, h_{t-1})`` afterwards; ``feedback(t, h_t)`` is called after every step,
     the last one included, without gradient, and no gradient flows through it. Returns the activities
-    (steps, B, N), differentiable with respect to every parameter of the cell."""
+    (steps, B, N), differentiable with respect to every parameter of the cell; ``backend`` as in
+    :func:`fused_cell_run`."""
     h0 = cell.w.new_zeros(x0.shape[0], cell.hidden_size)  # traces0=None: zero traces, written into the buffers
-    run = _Run(_plasticity(cell), steps, checkpoint_every, workspace or Workspace(), x0, feedback)
+    run = _Run(_plasticity(cell), steps, checkpoint_every, _fused_backend(backend, cell, h0),
+               workspace or Workspace(), x0, feedback)
     out, _ = _apply(run, None, cell.i2h.weight, cell.i2h.bias, h0, None, *_cell_tensors(cell))
     return out
 
 
 def fused_plastic_rnn(u, h0, trace0, w, alpha, eta, rule: Rule, checkpoint_every: Optional[int] = None,
-                      workspace: Optional[Workspace] = None):
+                      workspace: Optional[Workspace] = None, backend: str = "auto"):
     """Run T tanh plastic steps with a learned scalar eta on the drive ``u`` (T, B, N) from state (h0, trace0).
 
     Returns all activities (T, B, N) and the final trace. ``checkpoint_every`` trades memory for recomputation;
-    a ``workspace`` kept from call to call saves allocating its buffers each time.
+    a ``workspace`` kept from call to call saves allocating its buffers each time; ``backend`` as in
+    :func:`fused_cell_run`.
     """
     spec = _Plasticity(rule.name, getattr(rule, "clip", 0.0), None, False)
-    run = _Run(spec, u.shape[0], checkpoint_every, workspace or Workspace())
+    chosen = resolve_fused(backend, rule, "tanh", None, w.shape[0], u.device, u.dtype)
+    run = _Run(spec, u.shape[0], checkpoint_every, chosen, workspace or Workspace())
     out, traces = _apply(run, u, None, None, h0, trace0.unsqueeze(0), w, alpha, eta, None, None, None, None)
     return out, traces[0]

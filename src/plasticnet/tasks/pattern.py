@@ -37,6 +37,7 @@ class PatternConfig(RunConfig):
     extra_neurons: int = 0
     lstm_clamp: bool = True
     lstm_input_gain: float = 100.0
+    backend: str = "auto"  # what runs the plastic RNN (plasticnet.fast.backends)
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -105,7 +106,8 @@ class RecurrentModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         rule = cfg.rule if cfg.model == "plastic" else None
-        self.rnn = PlasticRNN(None, cfg.n_neurons, rule=rule, alpha=cfg.alpha, init="normal", init_scale=0.01)
+        self.rnn = PlasticRNN(None, cfg.n_neurons, rule=rule, alpha=cfg.alpha, init="normal", init_scale=0.01,
+                              backend=cfg.backend)
         if rule is not None and cfg.alpha == "full":
             with torch.no_grad():  # no plastic self-connections, as in the original (zeroed once at construction)
                 self.rnn.cell.alpha.fill_diagonal_(0.0)

@@ -28,7 +28,8 @@ from ..agents import AGENT_KINDS, RecurrentAgent
 from ..config import RunConfig, from_dict
 from ..errors import CheckpointError, ConfigError
 from ..fast import Workspace
-from ..layers import ALPHA_MODES
+from ..fast.backends import check_backend, resolve_cell
+from ..layers import ALPHA_MODES, describe_backend
 from ..rules import make_rule
 from . import checkpoint as ckpt
 from .cuda_graph import GraphedIteration
@@ -46,10 +47,11 @@ class A2CConfig(RunConfig):
     ``value_coef`` (``--blossv``); ``grad_clip`` on the global gradient norm (0: none); Adam ``lr`` and
     ``adam_eps``; ``burn_in`` iterations without optimizer steps; ``baseline`` own or element0.
     Speed: ``checkpoint_every`` k keeps every k-th trace of an episode and recomputes the others in the backward
-    pass (memory T/k + k traces instead of T; 0: the device's default, every trace on a GPU, chunks of about
-    sqrt(T) on a CPU, where that is faster). ``cuda_graph``: on a CUDA device, capture the iteration
+    pass (memory T/k + k traces instead of T; 0: the backend's choice, chunks of about sqrt(T) on ``numba``,
+    where that is faster, every trace on ``torch`` and ``triton``). ``cuda_graph``: on a CUDA device, capture the iteration
     (episode, loss, backward pass, clipping) once as a CUDA graph and replay it (:mod:`.cuda_graph`); same results,
-    several times faster at small batches. Ignored on a CPU.
+    several times faster at small batches. Ignored on a CPU. ``backend``: what runs the episodes
+    (:mod:`plasticnet.fast.backends`: auto, reference, fused, torch, numba, triton).
     """
 
     env: str = ""
@@ -70,6 +72,7 @@ class A2CConfig(RunConfig):
     baseline: str = "own"
     checkpoint_every: int = 0
     cuda_graph: bool = True
+    backend: str = "auto"
 
     env_presets: ClassVar[tuple] = ()  # set by each task: the environment presets it accepts
 
@@ -82,6 +85,7 @@ class A2CConfig(RunConfig):
             raise ConfigError(f"unknown alpha {self.alpha!r}; choose one of {', '.join(ALPHA_MODES)}")
         if self.baseline not in BASELINES:
             raise ConfigError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
+        check_backend(self.backend)
         rule = make_rule(self.rule, self.clip)
         if self.agent == "modul" and not rule.accumulates:
             raise ConfigError(f"agent modul needs a bounded additive rule (clip or softclip), not {self.rule!r}")
@@ -105,7 +109,7 @@ class A2CConfig(RunConfig):
 def make_agent(cfg: A2CConfig, env) -> RecurrentAgent:
     return RecurrentAgent(env.obs_size, env.n_actions, cfg.agent, cfg.hidden_size, rule=cfg.rule, clip=cfg.clip,
                           fanout=cfg.fanout, alpha=cfg.alpha, init_scale=cfg.init_scale, eta_init=cfg.eta_init,
-                          checkpoint_every=cfg.checkpoint_every or None)
+                          checkpoint_every=cfg.checkpoint_every or None, backend=cfg.backend)
 
 
 class Episode(NamedTuple):
@@ -219,6 +223,7 @@ class A2CExperiment:
         self.cfg, self.device = cfg, device
         self.env = cfg.make_env(cfg.batch_size, device, seed=cfg.seed)
         self.model = make_agent(cfg, self.env).to(device)
+        resolve_cell(self.model.backend, self.model.cell)  # a backend that cannot run here is refused now
         # On a GPU, Adam's update in one fused kernel: it runs outside the graph, where every launch counts.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
                                           fused=True if device.type == "cuda" else None)
@@ -259,7 +264,7 @@ class A2CExperiment:
     def describe(self) -> dict:
         """Facts for ``plasticnet train --dry-run``."""
         return {"agent": f"{self.cfg.agent}, {self.cfg.hidden_size} units, "
-                         f"{'fused' if self.model.fused else 'stepped'} episodes"
+                         f"backend {describe_backend(self.model.backend, self.model.cell)}"
                          f"{', replayed as a CUDA graph' if self.graphed else ''}",
                 "episode": f"{self.env.episode_length} steps on {self.env.batch_size} environments ({self.cfg.env})"}
 
