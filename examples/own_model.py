@@ -1,6 +1,6 @@
 """A plastic layer inside your own model: one-shot recall of patterns seen once, which a plain RNN cannot learn.
 
-Each episode shows two random +-1 patterns of 16 bits, then one of them with half its bits erased; the model must
+Each episode shows three random +-1 patterns of 16 bits, then one of them with half its bits erased; the model must
 give back the erased bits. The patterns are new in every episode, so nothing about them can be stored in the
 weights: they must be memorised during the episode. The model is an ordinary ``nn.Module``: a
 ``PlasticRNN`` between an input layer and a linear read-out. The same model with ``rule=None`` is a plain RNN with
@@ -67,7 +67,7 @@ def train(rule, steps: int, seed: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600, help="training batches of 32 episodes (default 600)")
+    parser.add_argument("--steps", type=int, default=1000, help="training batches of 32 episodes (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
