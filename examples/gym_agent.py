@@ -10,7 +10,7 @@ finding it again and again from memory, as in the papers, takes the thousands of
 ``plasticnet train maze``. The script prints wall bumps and rewards found per episode over the first and the last
 30 updates.
 
-    python examples/gym_agent.py            # about 15 s on one CPU thread
+    python examples/gym_agent.py            # about 17 s of CPU on one thread
 """
 
 import argparse

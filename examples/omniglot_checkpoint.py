@@ -5,7 +5,7 @@ Here it meets the characters found only in ``images_background_small2.zip``: eac
 drawing of each of five characters, then a new drawing of one of them, and it must name which. What it learns from
 the five labelled drawings lives only in the plastic output layer's Hebbian trace.
 
-    python examples/omniglot_checkpoint.py /work/shared/data/omniglot     # a folder holding both small zips
+    python examples/omniglot_checkpoint.py /work/shared/data/omniglot     # both small zips; about 4 s
 
 The checkpoint is read with :func:`plasticnet.train.checkpoint.read_model`, as ``plasticnet eval omniglot`` reads it.
 """

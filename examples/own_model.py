@@ -1,12 +1,13 @@
-"""A plastic layer inside your own model: one-shot recall of patterns seen once, which a plain RNN cannot learn.
+"""A plastic layer inside your own model: one-shot recall of patterns seen once, which a plain RNN does not learn.
 
 Each episode shows three random +-1 patterns of 16 bits, then one of them with half its bits erased; the model must
 give back the erased bits. The patterns are new in every episode, so nothing about them can be stored in the
 weights: they must be memorised during the episode. The model is an ordinary ``nn.Module``: a
-``PlasticRNN`` between an input layer and a linear read-out. The same model with ``rule=None`` is a plain RNN with
-the same units, trained the same way; it stays near chance (50% of erased bits wrong) while the plastic one learns.
+``PlasticRNN`` between an input layer and a linear read-out. The same model with ``rule=None``, a plain RNN with
+the same units trained the same way, gets about 40% of the erased bits wrong (chance: 50%); the plastic one about
+14%.
 
-    python examples/own_model.py            # about 20 s on one CPU thread
+    python examples/own_model.py            # about 15 s of CPU on one thread
 """
 
 import argparse

@@ -10,7 +10,7 @@ The script checks one step of a cell against that equation written out element b
 with the rule on the one-shot recall task of ``own_model.py`` (input added straight to the units, as in the
 paper's pattern task) and prints the error before and after.
 
-    python examples/own_rule.py             # about 15 s on one CPU thread
+    python examples/own_rule.py             # about 7 s of CPU on one thread
 """
 
 import argparse
