@@ -3,14 +3,12 @@ linear heads, the policy ``h2o`` and the value ``h2v`` (backpropamine.md §2.2, 
 
 The four kinds of the papers, all one :class:`~plasticnet.layers.PlasticRNNCell` with different settings:
 
-========== ===================================================== =====================
-kind        recurrent layer                                       cell settings
-========== ===================================================== =====================
-rnn         ``h = tanh(i2h x + h_prev @ w)``                       ``rule=None``
-plastic     plastic weights, learned scalar eta                    ``modulation=None``
-modplast    eta replaced by ``tanh(h2mod h)`` (or its fan-out)     ``modulation="simple"``
-modul       a modulated eligibility trace feeds plastic weights    ``modulation="retroactive"``
-========== ===================================================== =====================
+| kind | recurrent layer | cell settings |
+| --- | --- | --- |
+| rnn | ``h = tanh(i2h x + h_prev @ w)`` | ``rule=None`` |
+| plastic | plastic weights, learned scalar eta | ``modulation=None`` |
+| modplast | eta replaced by ``tanh(h2mod h)`` (or its fan-out) | ``modulation="simple"`` |
+| modul | a modulated eligibility trace feeds plastic weights | ``modulation="retroactive"`` |
 
 An episode is unrolled in a closed loop (:meth:`RecurrentAgent.unroll`): each step's input comes from the
 environment's answer to the action chosen from the previous activity. ``backend`` chooses how

@@ -11,7 +11,7 @@ per-element mask and costs no host synchronisation. ``t`` counts the steps taken
 
 Randomness: ``generator`` (a ``torch.Generator`` on the env's device, seeded by ``seed``) draws one 32-bit seed per
 episode at each reset; everything random inside an episode comes from that episode seed alone (:mod:`.streams`).
-Passing ``episode_seeds`` to :meth:`reset` replays chosen episodes, alone or in any batch, on any device.
+Passing ``episode_seeds`` to :meth:`BatchedEnv.reset` replays chosen episodes, alone or in any batch, on any device.
 """
 
 from abc import ABC, abstractmethod

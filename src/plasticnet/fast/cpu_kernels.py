@@ -57,8 +57,8 @@ def available() -> bool:
 
 def _jit(function=None, parallel=False, inline=False):
     """Numba's njit as the kernels use it. Without Numba's reference counting (``_nrt=False``): with it, every
-    array passed to a function that is not inlined cost an atomic increment and decrement, dozens a step, which
-    two threads contend for (the step kernel 46 against 39 us at 100 units and batch 30). So the kernels allocate
+    array passed to a function that is not inlined costs an atomic increment and decrement, dozens a step, which
+    two threads contend for. So the kernels allocate
     nothing (their buffers come from the caller) and copy arrays element by element (:func:`_copy`)."""
     if function is None:
         return lambda f: _jit(f, parallel, inline)
@@ -69,8 +69,8 @@ def _jit(function=None, parallel=False, inline=False):
 
 
 # Parts inlined where they are used: a call per row costs more than the row's work. Whole passes over an example's
-# trace (N * N numbers) are functions of their own instead: inlined into a larger loop, their loops were not all
-# vectorised (measured: the step kernel 63 us with the update inlined, 56 us called, at 100 units and batch 30).
+# trace (N * N numbers) are functions of their own instead: inlined into a larger loop, their loops are not all
+# vectorised.
 _part = _jit(inline=True)
 
 
@@ -131,7 +131,7 @@ _launches: list = []
 
 def _cheap_launches() -> bool:
     """Whether Numba's threading layer is OpenMP or TBB: a launch costs a microsecond or two there, where its own
-    work queue took about 150 us, more than a step's work (measured at the maze's batch 30)."""
+    work queue costs more a launch (about 150 us) than a step's work."""
     if not _launches:
         _touch.compile(np.zeros(2), 2)  # the layer is chosen at the first launch
         _launches.append(numba.threading_layer() in ("omp", "tbb"))
@@ -211,8 +211,7 @@ def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with
 @_jit
 def _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b):
     """:func:`_update` in place with the next step's drive, for examples b to b + 3 of the batch arrays at once: each
-    row of ``w`` and ``alpha`` is loaded once for the four (a step 35 against 44 us two by two, 50 one by one, for
-    30 examples at 100 units)."""
+    row of ``w`` and ``alpha`` is loaded once for the four."""
     N = pre.shape[1]
     for i in range(N):
         r0, r1, r2, r3 = traces[b, 0, i], traces[b + 1, 0, i], traces[b + 2, 0, i], traces[b + 3, 0, i]
@@ -390,7 +389,7 @@ def _through_update(G, trace, pre, q, kind, d_q, d_decay, g_q):
         d_decay[j] = 0
     for i in range(N):
         p, g_row, t_row = pre[i], G[i], trace[i]
-        acc = np.float64(0)  # double: at 1001 units the pass ran 10-15% faster so (measured), at 100 alike
+        acc = np.float64(0)  # double: faster than single precision at 1001 units (DESIGN.md), the same at 100
         if kind == CLIP:
             for j in range(N):
                 g = g_row[j]
@@ -459,10 +458,8 @@ def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, clip, 
     """:func:`_through_drive` of a step of the clip rule (masked), then :func:`_through_update` of the step before
     it, in the same loop: each new row of ``G`` (the adjoint of the trace that the step before made) goes into that
     step's ``d_q`` and ``g_q`` (written over this step's, row by row once read) while it is in a register.
-    ``pre_before``, ``q_before``: the step before's activity and q. (At 100 units a step 3.3 against 3.45 us; the
-    rules with a decay, which would read a third trace here, stay with the two passes: at 1001 units the fused
-    loop was the slower. A function of its own: as a flag of :func:`_through_drive`, the maze's backward pass took
-    21.5-23.3 against 19.5-19.9 ms.)"""
+    ``pre_before``, ``q_before``: the step before's activity and q. The rules with a decay, which would read a
+    third trace here, keep the two passes."""
     N = pre.shape[0]
     zero = G.dtype.type(0)
     for j in range(N):

@@ -14,8 +14,8 @@ latencies. Here one program per batch element does the whole step in two passes 
 
 They cover the rules ``hebb``, ``oja`` and ``clip``, alpha as a full matrix (the caller expands the others), a
 learned eta or simple neuromodulation with or without fan-out, up to :data:`MAX_UNITS` units: one program per
-example walks a whole trace, which pays at the maze's 100 units (H100, batch 30: 13 ms per A2C iteration against
-23 ms) but not at 256 units and batch 16 (2.6 times slower than the PyTorch operations, which then run). Same maths as
+example walks a whole trace, which pays at the maze's 100 units but not for wide layers at small batches, where
+the PyTorch operations run. Same maths as
 :class:`~plasticnet.fast.recurrence._FusedPlasticRNN`'s PyTorch operations; sums run in another order, so results
 agree to rounding. The backend ``triton`` (:mod:`.backends`); ``auto`` picks it on CUDA tensors it covers.
 """

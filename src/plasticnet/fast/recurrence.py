@@ -70,7 +70,7 @@ class _Plasticity:
 
 class Workspace:
     """Buffers kept from one call to the next (on a CPU, fresh memory costs a page fault per 4 KB written: at 1001
-    units that was most of a step). A call uses them unless the backward pass of an earlier call that used them has
+    units, most of a step). A call uses them unless the backward pass of an earlier call that used them has
     not run yet: then it allocates its own, so a pending graph never sees its buffers overwritten. A graph that is
     dropped without a backward pass keeps them reserved (later calls allocate); ``release()`` frees them."""
 
