@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..layers import eligibility_rate
 from ..rules import ClippedHebb, DecayingHebb, Oja, Rule, SoftBoundHebb
 from . import cpu_kernels, gpu_kernels
 
@@ -605,7 +606,10 @@ def _cell_tensors(cell):
     """The parameters of a cell in the order :class:`_FusedPlasticRNN` takes them (None where absent)."""
     modulated = cell.modulation is not None
     fan = cell.modfanout if modulated and cell.fanout else None
-    return (cell.w, cell.alpha, getattr(cell, "eta", None),
+    eta = getattr(cell, "eta", None)
+    if cell.modulation == "retroactive":  # the eligibility trace's rate, as the cell computes it
+        eta = eligibility_rate(eta)
+    return (cell.w, cell.alpha, eta,
             cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
             fan.weight if fan is not None else None, fan.bias if fan is not None else None)
 
