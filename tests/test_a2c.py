@@ -177,7 +177,7 @@ def test_gradient_norm_is_clipped():
     assert clipped.item() == pytest.approx(1e-6, rel=1e-3)
 
 
-@pytest.mark.parametrize("task, preset", [("maze", "paper-2019"), ("cue-reward", "paper")])
+@pytest.mark.parametrize("task, preset", [("maze", "paper-2018"), ("cue-reward", "paper")])  # rewards every episode
 @pytest.mark.parametrize("kind, extra", [("modplast", {}), ("modul", {}), ("plastic", {"rule": "oja"}),
                                          ("plastic", {"rule": "hebb"}), ("modplast", {"fanout": True, "clip": 2.0})])
 def test_fused_episode_equals_the_reference_episode(task, preset, kind, extra):

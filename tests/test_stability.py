@@ -154,3 +154,20 @@ def test_the_fused_path_uses_the_same_eligibility_rate(eta):
         torch.testing.assert_close(g, e, rtol=1e-11, atol=1e-11, msg=name)
     eta_grad = got[[name for name, _ in cell.named_parameters()].index("eta")]
     assert (eta_grad == 0) if not 0 <= eta <= 1 else (eta_grad != 0)
+
+
+def test_double_backward_through_the_fused_path_is_one_clear_error_and_works_on_the_reference():
+    grads = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        rnn = PlasticRNN(3, 4, rule="clip", modulation="simple", fused=fused)
+        assert rnn.fused == fused
+        out, _ = rnn(torch.randn(5, 2, 3))
+        first = torch.autograd.grad(out.square().sum(), list(rnn.parameters()), create_graph=fused is False)
+        if fused:
+            out, _ = rnn(torch.randn(5, 2, 3))
+            with pytest.raises(ConfigError, match="not differentiable; for second derivatives .* fused=False"):
+                torch.autograd.grad(out.square().sum(), list(rnn.parameters()), create_graph=True)
+        else:
+            grads = torch.autograd.grad(sum(g.square().sum() for g in first), rnn.cell.w)
+    assert grads[0].abs().sum() > 0

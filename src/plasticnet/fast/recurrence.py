@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..layers import eligibility_rate
 from ..rules import ClippedHebb, DecayingHebb, Oja, Rule, SoftBoundHebb
 from . import cpu_kernels, gpu_kernels
@@ -293,6 +294,9 @@ class _FusedPlasticRNN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_traces_final):
+        if torch.is_grad_enabled():  # create_graph=True: the gradient itself would need a gradient
+            raise ConfigError("the fused recurrence's backward pass is not differentiable; for second derivatives "
+                              "(create_graph=True, double backward) build the layer or agent with fused=False")
         if getattr(ctx, "kernels", False):
             return _kernel_backward(ctx, g_out, g_traces_final)
         if _use_gpu_kernels(ctx.run.spec, ctx.saved_tensors[2]):
