@@ -57,10 +57,10 @@ def test_maze_agent_finds_the_reward_far_more_often_than_a_random_agent():
 
 def test_cue_reward_modplast_leaves_chance_on_the_easy_task():
     """A constant or random policy scores 0 on average (a right and a wrong answer at Go cost the same)."""
-    cfg, agent = _train_agent("cue-reward", "paper-modplast", 400, env="easy", hidden_size=32, batch_size=16,
-                              lr=3e-3)
+    cfg, agent = _train_agent("cue-reward", "paper-modplast", 400, env="easy", hidden_size=32, batch_size=32,
+                              lr=3e-3)  # seeds 0, 1, 2: 14.9, 14.2 (batch 16), 10.2 by 400 iterations, from ~250
     trained, random = _mean_rewards(cfg, agent)
-    assert abs(random) < 1.5 and trained > 6, (trained, random)
+    assert abs(random) < 1.5 and trained > 5, (trained, random)
 
 
 def _markov_corpus(folder, vocabulary=20, seed=0):
@@ -91,11 +91,8 @@ def test_plastic_language_model_perplexity_falls_below_what_word_frequencies_giv
     experiment.model.eval()
     before = math.exp(mean_loss(experiment.model, experiment.valid_data, cfg.bptt))
     experiment.model.train()
-    for iteration in range(SEGMENTS):
+    for iteration in range(300):
         experiment.step(iteration)
     experiment.model.eval()
     after = math.exp(mean_loss(experiment.model, experiment.valid_data, cfg.bptt))
-    assert before > 15 and after < BOUND, (before, after)
-
-
-SEGMENTS, BOUND = 300, 6.0
+    assert before > 15 and after < 6, (before, after)  # seeds 0, 1, 2: 4.1, 4.2, 4.1 (about 3 at best)

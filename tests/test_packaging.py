@@ -110,10 +110,12 @@ def test_bench_runs_from_a_wheel_installed_outside_the_source_tree(tmp_path):
     assert any(n.startswith("plasticnet/baselines/plain_maze.py") for n in zipfile.ZipFile(wheel).namelist())
     subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300,
                    capture_output=True)
-    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    # The PyTorch operations, not the Numba kernels: compiling those afresh for the installed copy takes a minute.
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1", "PLASTICNET_CPU_KERNELS": "0"}
 
     def plasticnet(*args):
-        code = "import sys, plasticnet.cli; print(plasticnet.__file__, file=sys.stderr); sys.exit(plasticnet.cli.main())"
+        code = ("import sys, plasticnet.cli; print(plasticnet.__file__, file=sys.stderr); "
+                "sys.exit(plasticnet.cli.main())")
         return subprocess.run([sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True,
                               text=True, timeout=600)
 

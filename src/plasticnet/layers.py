@@ -59,8 +59,8 @@ def eligibility_rate(eta: torch.Tensor) -> torch.Tensor:
     the learned eta: eta clamped to [0, 1], in every layer and fast path.
 
     The original code leaves eta unconstrained and describes E as always decaying (backpropamine.md §3.2, §4.2):
-    that holds for eta in [0, 1], where its runs stay (eta starts at 0.01 or 0.1, Adam at 1e-4) and where the clamp
-    changes nothing. There E is a running average of outer products of activities, so it stays within their bounds
+    that holds for eta in [0, 1], where its runs start (0.01 or 0.1, then Adam at 1e-4) and where the clamp changes
+    nothing. There E is a running average of outer products of activities, so it stays within their bounds
     (|E| <= 1 for tanh units). Outside it the decay would become oscillation (eta > 1) or growth without bound
     (eta < 0 or > 2): SGD at the language model's learning rate drove an unconstrained eta to -0.99 within 50
     segments, and the trace, then the loss, diverged. Where eta is clamped its gradient is zero."""

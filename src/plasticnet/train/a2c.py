@@ -157,9 +157,9 @@ def reference_episode(agent: RecurrentAgent, env, draws: EpisodeDraws, watch=Non
     state = agent.initial_state(env.batch_size)
     hidden, actions, rewards = [], [], []
     for t in range(env.episode_length):
-        h, state = agent.cell(obs.to(agent.cell.w.dtype), state)
-        action = choose_action(t, h)
-        obs, reward, _ = env.step(action)
+        h, state = agent.cell(obs.to(agent.cell.w.dtype), state)  # the cell reads the observation
+        action = choose_action(t, h)  # sampled from softmax(h2o(h))
+        obs, reward, _ = env.step(action)  # the environment steps: the next observation and the reward
         if watch is not None:
             watch(env)
         hidden.append(h)

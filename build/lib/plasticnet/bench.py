@@ -1,0 +1,382 @@
+"""``plasticnet bench``: the library's training step against a plain formulation of the same maths, in one run.
+
+The plain formulations are in :mod:`plasticnet.baselines`, installed with the library. Memory is the peak of one
+training step above what was allocated before it (see ``_Memory``).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import gc
+import time
+from importlib import import_module
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+from .fast import cpu_kernels, gpu_kernels
+
+def _proc_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(field)
+
+
+def _release_free_memory() -> None:
+    """Give the C allocator's free memory back to the system (glibc's ``malloc_trim``), so that the resident memory
+    a step then reaches counts its own allocations even where they reuse memory an earlier step freed."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks may then undercount memory reused from earlier steps
+        pass
+
+
+class _Memory:
+    """Peak memory of one training step above what was allocated before it: CUDA's allocator peak on a GPU; on the
+    CPU the process's peak resident memory (Linux: reset through /proc/self/clear_refs), which counts every
+    temporary, or, where that is unavailable, the bytes autograd saves for the backward pass."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.bytes = device, 0
+        self._storages: dict[int, int] = {}
+
+    def _pack(self, t):
+        storage = t.untyped_storage()
+        self._storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        gc.collect()
+        _release_free_memory()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._base = _proc_kib("VmRSS")
+            self._hooks = None
+        except OSError:
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+            self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        elif self._hooks is None:
+            self.bytes = (_proc_kib("VmHWM") - self._base) * 1024
+        else:
+            self._hooks.__exit__(*exc)
+            self.bytes = sum(self._storages.values())
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare(library_step, plain_step, device: torch.device, rounds: int) -> tuple[float, float, int, int]:
+    """Seconds per step of each (the fastest of ``rounds`` interleaved timings, so that load from other processes
+    hits both alike and a quiet moment is found for each; 0 rounds: as many as fit in about 4 s, at least 3), and
+    the memory of one step of each."""
+    if device.type == "cpu":
+        cpu_kernels.warm_up()
+    mems = []
+    for step in (library_step, plain_step):
+        with _Memory(device) as mem:
+            step()
+        mems.append(mem.bytes)
+    best = [float("inf"), float("inf")]
+    began, n = time.perf_counter(), 0
+    while (rounds and n < rounds) or (not rounds and (n < 3 or time.perf_counter() - began < 4.0)):
+        for i, step in enumerate((library_step, plain_step)):
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            best[i] = min(best[i], time.perf_counter() - t0)
+        n += 1
+    return best[0], best[1], mems[0], mems[1]
+
+
+def _training_step(model, inputs, loss_fn):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+    def step():
+        loss = loss_fn(model(inputs))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def _where(device: torch.device) -> str:
+    if device.type == "cuda":
+        kernels = "Triton step kernels up to 128 units" if gpu_kernels.available() else "PyTorch trace operations"
+        return f"{torch.cuda.get_device_name(device)}, {kernels}"
+    kernels = "Numba trace kernels" if cpu_kernels.available() else "PyTorch trace operations"
+    return f"cpu, {torch.get_num_threads()} threads, {kernels}"
+
+
+def _copy_plastic_weights(plain, cell) -> None:
+    with torch.no_grad():
+        plain.w.copy_(cell.w)
+        plain.alpha.copy_(cell.alpha)
+        plain.eta.copy_(cell.eta)
+
+
+def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The 1000-bit pattern task's training step (forward, backward, Adam) per batch size."""
+    from .config import resolve
+    from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes, network_input
+
+    from .baselines import plain_rnn
+    cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
+    P = cfg.pattern_size
+    print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
+          f"{_where(device)}")
+    print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
+          f"{'plain MB':>9} {'same output':>12}")
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        shown, target = make_episodes(cfg, batch, torch.Generator(device=device).manual_seed(0), device)
+        library = RecurrentModel(cfg).to(device)
+        plain = plain_rnn.PlainPlasticRNN(cfg.n_neurons).to(device)
+        _copy_plastic_weights(plain, library.rnn.cell)
+        drive = network_input(cfg, shown)
+        with torch.no_grad():  # on a copy, so that the buffers the library keeps count in its first step's memory
+            gap = (plain(drive)[-1, :, :P] - copy.deepcopy(library)(shown)).abs().max().item()
+        lib_s, plain_s, lib_mem, plain_mem = compare(
+            _training_step(library, shown, lambda out: (out - target).square().sum(-1).mean()),
+            _training_step(plain, drive, lambda out: (out[-1, :, :P] - target).square().sum(-1).mean()),
+            device, rounds)
+        row = {"batch": batch, "library_eps": batch / lib_s, "plain_eps": batch / plain_s,
+               "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
+               "max_output_difference": gap}
+        rows.append(row)
+        print(f"{batch:>5} {row['library_eps']:>13.2f} {row['plain_eps']:>11.2f} {row['speedup']:>8.2f}x "
+              f"{row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {gap:>12.1e}", flush=True)
+    return rows
+
+
+def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 256, steps: int = 500) -> list[dict]:
+    """A 256-unit plastic RNN, 500-step episodes: memory of one training step with chunked recomputation
+    (checkpoint every ~sqrt(T) steps) against the plain formulation, and whether the gradients agree."""
+    import math
+
+    from .layers import PlasticRNN
+
+    from .baselines import plain_rnn
+    every = round(math.sqrt(steps))
+    print(f"memory: plastic RNN, {hidden} units, {steps}-step episodes, checkpoint every {every} steps; "
+          f"{_where(device)}")
+    print(f"{'batch':>5} {'library MB':>11} {'plain MB':>9} {'ratio':>7} {'library s':>10} {'plain s':>8} "
+          f"{'grad rel. difference':>21}")
+    if device.type == "cpu":
+        cpu_kernels.warm_up()
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        library = PlasticRNN(None, hidden, rule="hebb", checkpoint_every=every).to(device)
+        plain = plain_rnn.PlainPlasticRNN(hidden).to(device)
+        _copy_plastic_weights(plain, library.cell)
+        drive = torch.randn(steps, batch, hidden, device=device)
+        target = torch.randn(batch, hidden, device=device)
+        grads = []
+        for model, params, run in ((library, library.cell, lambda: library(drive)[0]),
+                                   (plain, plain, lambda: plain(drive))):
+            model.zero_grad()
+            began = time.perf_counter()
+            with _Memory(device) as mem:
+                (run()[-1] - target).square().sum().backward()
+                _sync(device)
+            grads.append((mem.bytes, time.perf_counter() - began,
+                          [params.w.grad.clone(), params.alpha.grad.clone(), params.eta.grad.clone()]))
+        gap = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(grads[0][2], grads[1][2]))
+        row = {"batch": batch, "library_mb": grads[0][0] / 2**20, "plain_mb": grads[1][0] / 2**20,
+               "ratio": grads[0][0] / grads[1][0], "library_s": grads[0][1], "plain_s": grads[1][1],
+               "max_grad_difference": gap}
+        rows.append(row)
+        print(f"{batch:>5} {row['library_mb']:>11.0f} {row['plain_mb']:>9.0f} {row['ratio']:>7.3f} "
+              f"{row['library_s']:>10.2f} {row['plain_s']:>8.2f} {gap:>21.1e}", flush=True)
+    return rows
+
+
+# Nominal memory bandwidth (bytes/s) of cards we report on; elsewhere the measured copy bandwidth is the yardstick.
+NOMINAL_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100": 3.35e12, "H200": 4.8e12}
+
+
+def trace_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 1001) -> list[dict]:
+    """The decaying-Hebb trace update ``trace = (1 - eta) trace + outer(pre, eta * post)`` as the fused path runs
+    it (one baddbmm into a pre-allocated trace): bytes moved per second against a plain copy of the same bytes and,
+    on known GPUs, the card's nominal peak."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = next((v for k, v in NOMINAL_BANDWIDTH.items() if k in name), None)
+    print(f"trace update: {hidden} units, float32; {_where(device)}")
+    print(f"{'batch':>5} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8} {'of peak':>8}")
+    rows = []
+    reps = max(rounds, 20)
+    for batch in batch_sizes:
+        trace = torch.zeros(batch, hidden, hidden, device=device)
+        out = torch.empty_like(trace)
+        pre, post = torch.randn(batch, hidden, 1, device=device), torch.randn(batch, 1, hidden, device=device)
+
+        def update():
+            torch.baddbmm(trace, pre, post, beta=0.99, out=out)
+
+        def copy():
+            out.copy_(trace)
+
+        times = []
+        for fn in (update, copy):
+            fn()
+            _sync(device)
+            began = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(device)
+            times.append((time.perf_counter() - began) / reps)
+        moved = 2 * trace.numel() * trace.element_size()
+        row = {"batch": batch, "gbps": moved / times[0] / 1e9, "copy_gbps": moved / times[1] / 1e9,
+               "of_copy": times[1] / times[0], "of_peak": moved / times[0] / peak if peak else None}
+        rows.append(row)
+        of_peak = f"{row['of_peak']:.0%}" if peak else "-"
+        print(f"{batch:>5} {row['gbps']:>8.1f} {row['copy_gbps']:>10.1f} {row['of_copy']:>8.0%} {of_peak:>8}",
+              flush=True)
+    return rows
+
+
+def _lm_training_step(model, forward, detach, tokens):
+    """One BPTT segment of language-model training: the state (traces included) carries over, detached."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    carried = [None]
+
+    def step():
+        logits, state = forward(model, tokens[:-1], carried[0])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        carried[0] = detach(state)
+    return step
+
+
+def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic", "modplast")) -> list[dict]:
+    """Training tokens per second of the small preset's language model (2 layers of 199, 20-step segments),
+    library against the plain per-step formulation with the same weights."""
+    from .config import resolve
+    from .lstm import detach_state
+    from .tasks.ptb import LanguageModel, PtbConfig, matched_hidden_size
+
+    from .baselines import plain_ptb as plain_module
+    rows = []
+    for name in models:
+        cfg = resolve(PtbConfig, "ptb", "small", {"model": name})
+        hidden = matched_hidden_size(cfg, 10000)
+        for batch in batch_sizes:
+            torch.manual_seed(0)
+            library = LanguageModel(cfg, 10000, hidden).to(device)
+            plain = plain_module.PlainLanguageModel(library).to(device)
+            tokens = torch.randint(10000, (cfg.bptt + 1, batch), device=device)
+            with torch.no_grad():
+                gap = (library(tokens[:-1])[0] - plain(tokens[:-1])[0]).abs().max().item()
+            lib_step = _lm_training_step(library, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
+            plain_step = _lm_training_step(plain, lambda m, x, s: m(x, s), plain_module.detach, tokens)
+            lib_s, plain_s, lib_mem, plain_mem = compare(lib_step, plain_step, device, rounds)
+            per_step = cfg.bptt * batch
+            rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
+                         "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20,
+                         "plain_mb": plain_mem / 2**20, "max_logit_difference": gap})
+    return rows
+
+
+def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    where = _where(device)
+    print(f"ptb: small preset language model (10k words, 2 plastic LSTM layers), 20-step segments, training step "
+          f"(forward, backward, clip, SGD); tokens per second; {where}")
+    rows = bench_ptb(batch_sizes, rounds, device)
+    print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
+          f"{'library MB':>11} {'plain MB':>9} {'same logits':>12}")
+    for r in rows:
+        print(f"{r['model']:>9} {r['hidden']:>6} {r['batch']:>5} {r['library_tps']:>14.0f} {r['plain_tps']:>12.0f} "
+              f"{r['speedup']:>8.2f}x {r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} "
+              f"{r['max_logit_difference']:>12.1e}")
+    return rows
+
+
+def _a2c_suite(task: str, config_cls, preset: str, plain_name: str, title: str, batch_sizes, rounds: int,
+               device: torch.device) -> list[dict]:
+    """One A2C iteration of ``task`` with ``preset``: the library's :class:`~plasticnet.train.a2c.A2CExperiment`
+    against ``plasticnet/baselines/<plain_name>.py``, both past the burn-in."""
+    from .config import resolve
+    from .train.a2c import A2CExperiment
+
+    plain_module = import_module(f"plasticnet.baselines.{plain_name}")
+    print(f"{title}, one A2C iteration (episode, loss, backward, clip, Adam); {_where(device)}")
+    print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9} "
+          f"{'agent steps/s':>14}")
+    rows = []
+    for batch in batch_sizes:
+        torch.manual_seed(0)
+        cfg = resolve(config_cls, task, preset, {"batch_size": batch, "burn_in": 0, "device": str(device)})
+        library = A2CExperiment(cfg, device)
+        plain = plain_module.plain_a2c(batch_size=batch, device=device)
+        iterations = iter(range(1 << 62))
+        lib_s, plain_s, lib_mem, plain_mem = compare(lambda: library.step(next(iterations)), plain.iteration,
+                                                     device, rounds)
+        steps_per_s = batch * library.env.episode_length / lib_s
+        row = {"batch": batch, "library_s": lib_s, "plain_s": plain_s, "speedup": plain_s / lib_s,
+               "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20, "agent_steps_per_s": steps_per_s}
+        rows.append(row)
+        print(f"{batch:>5} {lib_s:>13.4f} {plain_s:>11.4f} {row['speedup']:>8.2f}x {row['library_mb']:>11.0f} "
+              f"{row['plain_mb']:>9.0f} {steps_per_s:>14.0f}", flush=True)
+    return rows
+
+
+def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The paper-2019 maze (simple neuromodulation, 100 units, 200 steps) against
+    ``plasticnet/baselines/plain_maze.py``."""
+    from .tasks.maze import MazeTrainConfig
+
+    return _a2c_suite("maze", MazeTrainConfig, "paper-2019", "plain_maze",
+                      "maze: paper-2019 (13x13, 200 steps), modplast agent with 100 units", batch_sizes, rounds, device)
+
+
+def cue_reward_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
+    """The cue-reward task's paper preset (retroactive modulation, 200 units, 120 steps) against
+    ``plasticnet/baselines/plain_cue_reward.py``."""
+    from .tasks.cue_reward import CueRewardTrainConfig
+
+    return _a2c_suite("cue-reward", CueRewardTrainConfig, "paper", "plain_cue_reward",
+                      "cue-reward: paper (4 cues of 20 bits, 120 steps), modul agent with 200 units", batch_sizes,
+                      rounds, device)
+
+
+# Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
+SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite,
+          "cue-reward": cue_reward_suite}
+# Batch sizes a suite runs when none are given: the issues' settings (maze and PTB: the papers' batches; memory: the
+# 256-unit, batch-16 case; the others: 1 8 32).
+DEFAULT_BATCH_SIZES = {"maze": [30], "cue-reward": [30], "ptb": [20], "memory": [16], "trace": [1, 32]}
+# `plasticnet bench all`: every suite at the issues' settings, (CPU, GPU). On a 2-core CPU with 24 GiB some plain
+# formulations do not fit or take minutes (pattern batch 32 needs about 39 GB, maze batch 512 steps 512 Python
+# environments), so the CPU runs the smaller settings.
+ALL_BATCH_SIZES = {"pattern": ([1], [1, 32]), "maze": ([30], [30, 512]), "cue-reward": ([30], [30]),
+                   "ptb": ([20], [20]), "memory": ([2], [16]), "trace": ([1], [1, 32])}
+
+
+def all_suites(rounds: int, device: torch.device) -> dict[str, list[dict]]:
+    """Every suite, one after the other, at :data:`ALL_BATCH_SIZES`."""
+    results = {}
+    for name, suite in SUITES.items():
+        results[name] = suite(ALL_BATCH_SIZES[name][device.type == "cuda"], rounds, device)
+        print(flush=True)
+    return results

@@ -1,0 +1,651 @@
+"""CPU kernels of the fused recurrence (Numba): a whole time step forward, and the whole backward pass.
+
+Both go example by example, because examples are independent given the weights, and one example's trace
+(``N * N`` numbers: 40 KB at 100 units) fits in a core's cache where the batch's traces do not:
+
+- :func:`plastic_step` and :func:`retro_step` run the plasticity of one time step for every example, from the new
+  activity (its input and tanh are a PyTorch product and NumPy's tanh, vectorised where Numba's tanh is not): the
+  neuromodulator, the trace update and the next step's recurrent and plastic drive, while the example's trace is
+  in cache;
+- :func:`plastic_backward` and :func:`retro_backward` run the whole adjoint recursion of each example, chunk by
+  chunk from the last: the chunk's traces are recomputed from its first one (kept by the forward pass), then the
+  steps go back through them while they, the trace adjoint and the weights stay in cache. Examples are shared out
+  among threads (as many as ``torch.get_num_threads()``); each keeps its own alpha gradient, so that the result
+  does not depend on the number of threads.
+
+Cells covered: tanh units, rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with
+a learned eta or simple neuromodulation (with or without fan-out), and retroactive modulation with the clip rule;
+alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one). GPUs, and CPUs
+without Numba or with these kernels switched off (:func:`use_cpu_kernels`), run PyTorch operations instead.
+Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
+
+Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
+argument type, so optional arguments would multiply the compiled versions. Compiled versions are cached on disk.
+Constants are of the arrays' type (``x.dtype.type(0)``): Numba types a float32 times a Python integer as a float64,
+which made reductions over float32 arrays double-precision ones, with a conversion per element, unnoticed. The one
+reduction kept in double precision says so, and why.
+
+Measured on one core at 100 units, batch 30: a step 34 us forward, 100 us back (recomputation included); the loops
+are bound by the second-level cache's bandwidth (``DESIGN.md``).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import torch
+
+from .switch import KernelSwitch
+
+try:
+    import numba
+except ImportError:  # the PyTorch operations do the same work, slower
+    numba = None
+
+# Reassociation and fused multiply-adds let the reductions vectorise; infinities and NaNs keep their meaning
+# (an unclipped rule passes clip = inf).
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_switch = KernelSwitch(numba is not None, "PLASTICNET_CPU_KERNELS")
+
+# The rule, as the kernels take it.
+HEBB, OJA, CLIP = 0, 1, 2
+KINDS = {"hebb": HEBB, "oja": OJA, "clip": CLIP}
+
+
+def available() -> bool:
+    """Whether the fused recurrence uses these kernels on CPU tensors (Numba installed and not switched off by
+    ``PLASTICNET_CPU_KERNELS=0`` or :func:`use_cpu_kernels`)."""
+    return _switch.enabled
+
+
+def use_cpu_kernels(enabled: bool):
+    """Switch the kernels on or off inside a ``with`` block (to compare them with the PyTorch operations)."""
+    return _switch.use(enabled)
+
+
+def _jit(function=None, parallel=False, inline=False):
+    """Numba's njit as the kernels use it. Without Numba's reference counting (``_nrt=False``): with it, every
+    array passed to a function that is not inlined cost an atomic increment and decrement, dozens a step, which
+    two threads contend for (the step kernel 46 against 39 us at 100 units and batch 30). So the kernels allocate
+    nothing (their buffers come from the caller) and copy arrays element by element (:func:`_copy`)."""
+    if function is None:
+        return lambda f: _jit(f, parallel, inline)
+    if numba is None:
+        return function
+    return numba.njit(cache=True, fastmath=_FASTMATH, nogil=True, boundscheck=False, parallel=parallel,
+                      inline="always" if inline else "never", _nrt=False)(function)
+
+
+# Parts inlined where they are used: a call per row costs more than the row's work. Whole passes over an example's
+# trace (N * N numbers) are functions of their own instead: inlined into a larger loop, their loops were not all
+# vectorised (measured: the step kernel 63 us with the update inlined, 56 us called, at 100 units and batch 30).
+_part = _jit(inline=True)
+
+
+_prange = numba.prange if numba is not None else range
+
+
+def _renamed(function, suffix: str):
+    """A copy of ``function`` under another name: Numba's disk cache tells functions apart by name only, and would
+    give a parallel version the serial one's code."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + suffix,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = function.__qualname__ + suffix
+    return copy
+
+
+class _Kernel:
+    """A kernel whose last argument is the number of groups of examples that it shares out among threads, compiled
+    twice: serially, for one group, and in parallel, for more (so that one thread never wakes a thread pool)."""
+
+    def __init__(self, function):
+        self.__name__, self.__doc__ = function.__name__, function.__doc__
+        self.serial, self.parallel = _jit(function), _jit(_renamed(function, "_parallel"), parallel=True)
+
+    def __call__(self, *args):
+        return self._run(args[-1] > 1, args)
+
+    def compile(self, *args) -> None:
+        """Compile both versions (or load them from Numba's cache) by running them on ``args``."""
+        self._run(False, args)
+        self._run(True, args)
+
+    def _run(self, parallel: bool, args):
+        if not parallel:
+            return self.serial(*args)
+        threads = torch.get_num_threads()
+        try:
+            return self.parallel(*args)
+        finally:  # Numba's OpenMP layer, on its first use, sets the thread count of the OpenMP that PyTorch shares
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+
+def threads(batch_size: int, per_step: bool = False) -> int:
+    """How many threads the kernels use: PyTorch's thread count, within Numba's and the batch size. A kernel called
+    at every step (``per_step``) stays on one thread unless Numba's threading layer starts threads cheaply."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch_size))
+    return n if n == 1 or not per_step or _cheap_launches() else 1
+
+
+@_Kernel
+def _touch(out, groups):
+    for g in _prange(groups):
+        out[g] = g
+
+
+_launches: list = []
+
+
+def _cheap_launches() -> bool:
+    """Whether Numba's threading layer is OpenMP or TBB: a launch costs a microsecond or two there, where its own
+    work queue took about 150 us, more than a step's work (measured at the maze's batch 30)."""
+    if not _launches:
+        _touch.compile(np.zeros(2), 2)  # the layer is chosen at the first launch
+        _launches.append(numba.threading_layer() in ("omp", "tbb"))
+    return _launches[0]
+
+
+@_part
+def _add_drive(drive, pre, w, alpha, trace_row, i):
+    """``drive += pre[i] * (w[i] + alpha[i] * trace_row)``: row i's part of ``pre @ (w + alpha * trace)``."""
+    p, w_row, a_row = pre[i], w[i], alpha[i]
+    for j in range(drive.shape[0]):
+        drive[j] += p * (w_row[j] + a_row[j] * trace_row[j])
+
+
+@_part
+def _rate(post, rate, eta, mod_w, mod_b, fan_w, fan_b):
+    """The plasticity rate that the activity ``post`` gives, per post-synaptic unit, into ``rate``: eta if ``mod_w``
+    is empty, else ``m = tanh(mod_w @ post + mod_b)`` or its fan-out ``fan_w m + fan_b``. Returns m (0 without
+    modulation)."""
+    N = post.shape[0]
+    if mod_w.shape[0] == 0:
+        for j in range(N):
+            rate[j] = eta
+        return rate.dtype.type(0)
+    z = mod_b[0]
+    for j in range(N):
+        z += mod_w[0, j] * post[j]
+    m = np.tanh(z)
+    if fan_w.shape[0] > 0:
+        for j in range(N):
+            rate[j] = fan_b[j] + fan_w[j, 0] * m
+    else:
+        for j in range(N):
+            rate[j] = m
+    return m
+
+
+@_jit
+def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with_drive):
+    """``after = clip(decay * before + outer(pre, q), -clip, clip)`` (no decay for the clip rule; ``after`` may be
+    ``before``), then, ``with_drive``, the next step's ``drive += nxt @ (w + alpha * after)`` in the same loop, each
+    new value while it is in a register. ``nxt`` has N entries even without the drive."""
+    N = pre.shape[0]
+    in_place = after.ctypes.data == before.ctypes.data
+    for i in range(N):
+        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], alpha[i]
+        # One loop per case: the compiler vectorises a loop only where it can tell that the rows do not overlap (in
+        # place they do: a loop of its own), and a loop of the drive's own beside the update's stopped it too.
+        if with_drive and in_place and kind == CLIP:
+            for j in range(N):
+                v = min(max(dst[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive and in_place:
+            for j in range(N):
+                v = min(max(decay[j] * dst[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive and kind == CLIP:
+            for j in range(N):
+                v = min(max(src[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive:
+            for j in range(N):
+                v = min(max(decay[j] * src[j] + p * q[j], -clip), clip)
+                dst[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif kind == CLIP:  # the backward pass's recomputation, never in place
+            for j in range(N):
+                dst[j] = min(max(src[j] + p * q[j], -clip), clip)
+        else:
+            for j in range(N):
+                dst[j] = min(max(decay[j] * src[j] + p * q[j], -clip), clip)
+
+
+@_jit
+def _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b):
+    """:func:`_update` in place with the next step's drive, for examples b to b + 3 of the batch arrays at once: each
+    row of ``w`` and ``alpha`` is loaded once for the four (a step 35 against 44 us two by two, 50 one by one, for
+    30 examples at 100 units)."""
+    N = pre.shape[1]
+    for i in range(N):
+        r0, r1, r2, r3 = traces[b, 0, i], traces[b + 1, 0, i], traces[b + 2, 0, i], traces[b + 3, 0, i]
+        p0, p1, p2, p3 = pre[b, i], pre[b + 1, i], pre[b + 2, i], pre[b + 3, i]
+        n0, n1, n2, n3 = nxt[b, i], nxt[b + 1, i], nxt[b + 2, i], nxt[b + 3, i]
+        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], w[i], alpha[i]
+        d0, d1, d2, d3 = drive[b], drive[b + 1], drive[b + 2], drive[b + 3]
+        if kind == CLIP:
+            for j in range(N):
+                a, wj = a_row[j], w_row[j]
+                v0 = min(max(r0[j] + p0 * q0[j], -clip), clip)
+                v1 = min(max(r1[j] + p1 * q1[j], -clip), clip)
+                v2 = min(max(r2[j] + p2 * q2[j], -clip), clip)
+                v3 = min(max(r3[j] + p3 * q3[j], -clip), clip)
+                r0[j], r1[j], r2[j], r3[j] = v0, v1, v2, v3
+                d0[j] += n0 * (wj + a * v0)
+                d1[j] += n1 * (wj + a * v1)
+                d2[j] += n2 * (wj + a * v2)
+                d3[j] += n3 * (wj + a * v3)
+        else:
+            e0, e1, e2, e3 = decay[b], decay[b + 1], decay[b + 2], decay[b + 3]
+            for j in range(N):
+                a, wj = a_row[j], w_row[j]
+                v0 = min(max(e0[j] * r0[j] + p0 * q0[j], -clip), clip)
+                v1 = min(max(e1[j] * r1[j] + p1 * q1[j], -clip), clip)
+                v2 = min(max(e2[j] * r2[j] + p2 * q2[j], -clip), clip)
+                v3 = min(max(e3[j] * r3[j] + p3 * q3[j], -clip), clip)
+                r0[j], r1[j], r2[j], r3[j] = v0, v1, v2, v3
+                d0[j] += n0 * (wj + a * v0)
+                d1[j] += n1 * (wj + a * v1)
+                d2[j] += n2 * (wj + a * v2)
+                d3[j] += n3 * (wj + a * v3)
+
+
+@_jit
+def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta, clip, nxt, w, alpha, drive,
+                  with_drive):
+    """Retroactive modulation: ``plastic_after = clip(plastic + rate * elig)`` (rate over j) and
+    ``elig_after = (1 - eta) elig + eta outer(pre, post)`` (the afters may be the befores); then, ``with_drive``,
+    the next step's drive as in :func:`_update`."""
+    N = pre.shape[0]
+    keep = pre.dtype.type(1) - eta  # a typed 1: an integer 1 would make the arithmetic double precision
+    in_place = plastic_after.ctypes.data == plastic.ctypes.data
+    for i in range(N):
+        e_pre, p_row, e_row, pa_row, ea_row = eta * pre[i], plastic[i], elig[i], plastic_after[i], elig_after[i]
+        n, w_row, a_row = nxt[i], w[i], alpha[i]
+        if with_drive and in_place:  # as in _update
+            for j in range(N):
+                v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                e_row[j] = keep * e_row[j] + e_pre * post[j]
+                p_row[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        elif with_drive:
+            for j in range(N):
+                v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                ea_row[j] = keep * e_row[j] + e_pre * post[j]
+                pa_row[j] = v
+                drive[j] += n * (w_row[j] + a_row[j] * v)
+        else:
+            for j in range(N):
+                pa_row[j] = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
+                ea_row[j] = keep * e_row[j] + e_pre * post[j]
+
+
+@_part
+def _copy(dst, src):
+    """``dst[:] = src``, element by element: Numba's slice assignment may allocate, which these kernels cannot."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@_part
+def _next_drive(drive, in_b):
+    """Start the next step's drive from the input bias (none: zero); the trace update adds the rest."""
+    for j in range(drive.shape[0]):
+        drive[j] = in_b[j] if in_b.shape[0] > 0 else 0
+
+
+@_Kernel
+def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, kind, clip, mod, rate,
+                 q, decay, drive, last, groups):
+    """The plasticity of one time step for every example (B, N), from the new activity ``post``: the rate (into
+    ``rate``; the modulator into ``mod`` (B, 1) if modulated), ``q = rate * post``, the rule's decay (hebb:
+    ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
+    :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
+    next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
+    who also takes the tanh: NumPy's is vectorised). The examples, four by four, are shared out among
+    ``groups`` threads."""
+    B, N = pre.shape
+    in_place = before.ctypes.data == after.ctypes.data
+    fours, one = (B + 3) // 4, pre.dtype.type(1)
+    for g in _prange(groups):
+        first, end = g * fours // groups, (g + 1) * fours // groups
+        for four in range(first, end):  # examples four by four: they share the weights' loads
+            b0, b1 = 4 * four, min(4 * four + 4, B)
+            for b in range(b0, b1):
+                a, r, qb, db = post[b], rate[b], q[b], decay[b]
+                m = _rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
+                if mod_w.shape[0] > 0:
+                    mod[b, 0] = m
+                for j in range(N):
+                    qb[j] = r[j] * a[j]
+                if kind == HEBB:
+                    for j in range(N):
+                        db[j] = one - r[j]
+                elif kind == OJA:
+                    for j in range(N):
+                        db[j] = one - qb[j] * a[j]
+                if not last:
+                    _next_drive(drive[b], in_b)
+            if in_place and not last and b1 - b0 == 4:  # the common case: every step but a chunk's ends
+                _update_four(after, pre, q, decay, kind, clip, post, w, alpha, drive, b0)
+            else:
+                for b in range(b0, b1):
+                    _update(after[b, 0], before[b, 0], pre[b], q[b], decay[b], kind, clip, post[b], w, alpha,
+                            drive[b], not last)
+
+
+@_Kernel
+def retro_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, clip, mod, rate, drive,
+               last, groups):
+    """:func:`plastic_step` with retroactive modulation: ``before`` and ``after`` (B, 2, N, N) hold the plastic and
+    the eligibility traces; the drive reads the plastic one; both are updated as in :func:`_retro_update`, with eta
+    the eligibility rate and the modulator's rate."""
+    B = pre.shape[0]
+    for g in _prange(groups):
+        for b in range(g * B // groups, (g + 1) * B // groups):
+            a, s, n = post[b], before[b], after[b]
+            mod[b, 0] = _rate(a, rate[b], rate.dtype.type(0), mod_w, mod_b, fan_w, fan_b)
+            if not last:
+                _next_drive(drive[b], in_b)
+            _retro_update(n[0], n[1], s[0], s[1], pre[b], a, rate[b], eta, clip, a, w, alpha, drive[b], not last)
+
+
+@_jit
+def first_drive(drive, traces, pre, in_b, w, alpha):
+    """The first step's ``drive = in_b + pre @ (w + alpha * traces[:, 0])`` (B, N); the steps make the others."""
+    for b in range(pre.shape[0]):
+        _next_drive(drive[b], in_b)
+        for i in range(pre.shape[1]):
+            _add_drive(drive[b], pre[b], w, alpha, traces[b, 0, i], i)
+
+
+@_part
+def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
+    """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
+    per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` with g_z the modulator's adjoint,
+    written to ``g_z[t, b, 0]`` (modulated cells only; ``g_h`` is updated in place)."""
+    N, one = post.shape[0], post.dtype.type(1)
+    if mod_w.shape[0] > 0:
+        d_m = post.dtype.type(0)
+        if fan_w.shape[0] > 0:
+            for j in range(N):
+                d_m += d_r[j] * fan_w[j, 0]
+        else:
+            for j in range(N):
+                d_m += d_r[j]
+        m = mod[t, b, 0]
+        gz = d_m * (one - m * m)
+        g_z[t, b, 0] = gz
+        for j in range(N):
+            g_h[j] += gz * mod_w[0, j]
+    for j in range(N):
+        g_a_row[j] = g_h[j] * (one - post[j] * post[j])
+
+
+@_jit
+def _through_update(G, trace, pre, q, kind, d_q, d_decay, g_q):
+    """The first half of a step's adjoint, through ``after = decay * trace + outer(pre, q)``, from ``G``, the
+    adjoint of ``after`` (masked): ``d_q = pre @ G``, ``g_q = G @ q`` and, but for the clip rule,
+    ``d_decay = sum_i G * trace``. (Not inlined, as neither is the second half: alone, each loop vectorises.)"""
+    N = pre.shape[0]
+    for j in range(N):
+        d_q[j] = 0
+        d_decay[j] = 0
+    for i in range(N):
+        p, g_row, t_row = pre[i], G[i], trace[i]
+        acc = np.float64(0)  # double: at 1001 units the pass ran 10-15% faster so (measured), at 100 alike
+        if kind == CLIP:
+            for j in range(N):
+                g = g_row[j]
+                d_q[j] += p * g
+                acc += g * q[j]
+        else:
+            for j in range(N):
+                g = g_row[j]
+                d_q[j] += p * g
+                acc += g * q[j]
+                d_decay[j] += g * t_row[j]
+        g_q[i] = acc
+
+
+@_jit
+def _retro_through_update(G_plastic, G_elig, elig, pre, post, rate, eta, d_q, d_rate, g_q):
+    """:func:`_through_update` for retroactive modulation, through ``elig_after = (1 - eta) elig +
+    eta outer(pre, post)`` and ``plastic_after = clip(plastic + rate * elig)``: ``d_q = pre @ G_elig``,
+    ``g_q = eta G_elig @ post``, ``d_rate = sum_i G_plastic * elig``; ``G_elig`` becomes the adjoint of the
+    eligibility before the step. Returns ``sum G_elig * elig`` (with the adjoint after the step)."""
+    N = pre.shape[0]
+    keep = pre.dtype.type(1) - eta  # a typed 1: an integer 1 would make the arithmetic double precision
+    for j in range(N):
+        d_q[j] = 0
+        d_rate[j] = 0
+    s = pre.dtype.type(0)
+    for i in range(N):
+        p, gp_row, ge_row, e_row = pre[i], G_plastic[i], G_elig[i], elig[i]
+        acc = pre.dtype.type(0)
+        for j in range(N):
+            ge, gp, ev = ge_row[j], gp_row[j], e_row[j]
+            d_q[j] += p * ge
+            acc += ge * post[j]
+            s += ge * ev
+            d_rate[j] += gp * ev
+            ge_row[j] = keep * ge + rate[j] * gp
+        g_q[i] = eta * acc
+    return s
+
+
+@_jit
+def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip, masked, g_prev):
+    """The second half of a step's adjoint, through ``a = input + pre @ (w + alpha * trace)`` and the trace update:
+    ``g_prev = g_q + (w + alpha * trace) @ g_a`` (the adjoint of ``pre``, before the output's gradient is added),
+    ``d_alpha += trace * outer(pre, g_a)`` and ``G = decay * G + alpha * outer(pre, g_a)`` (no decay for clip),
+    zeroed where ``|trace| >= clip`` if ``masked``."""
+    N = pre.shape[0]
+    zero = G.dtype.type(0)
+    for i in range(N):
+        p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        acc = g_q[i]
+        for j in range(N):
+            tv = t_row[j]
+            outer = p * g_a[j]
+            acc += (w_row[j] + a_row[j] * tv) * g_a[j]
+            da_row[j] += tv * outer
+            g = (g_row[j] if kind == CLIP else decay[j] * g_row[j]) + a_row[j] * outer
+            if masked:
+                g = g if abs(tv) < clip else zero
+            g_row[j] = g
+        g_prev[i] = acc
+
+
+@_jit
+def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, clip, g_prev, pre_before, q_before, d_q):
+    """:func:`_through_drive` of a step of the clip rule (masked), then :func:`_through_update` of the step before
+    it, in the same loop: each new row of ``G`` (the adjoint of the trace that the step before made) goes into that
+    step's ``d_q`` and ``g_q`` (written over this step's, row by row once read) while it is in a register.
+    ``pre_before``, ``q_before``: the step before's activity and q. (At 100 units a step 3.3 against 3.45 us; the
+    rules with a decay, which would read a third trace here, stay with the two passes: at 1001 units the fused
+    loop was the slower. A function of its own: as a flag of :func:`_through_drive`, the maze's backward pass took
+    21.5-23.3 against 19.5-19.9 ms.)"""
+    N = pre.shape[0]
+    zero = G.dtype.type(0)
+    for j in range(N):
+        d_q[j] = 0
+    for i in range(N):
+        p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        acc, acc_before = g_q[i], zero
+        for j in range(N):
+            tv = t_row[j]
+            outer = p * g_a[j]
+            acc += (w_row[j] + a_row[j] * tv) * g_a[j]
+            da_row[j] += tv * outer
+            g = g_row[j] + a_row[j] * outer
+            g = g if abs(tv) < clip else zero
+            g_row[j] = g
+            d_q[j] += pb * g
+            acc_before += g * q_before[j]
+        g_prev[i] = acc
+        g_q[i] = acc_before
+
+
+@_part
+def _mask(G, trace, clip):
+    """Zero the adjoint where the clip saturated the trace (``|trace| >= clip``)."""
+    N = G.shape[0]
+    zero = G.dtype.type(0)
+    for i in range(N):
+        g_row, t_row = G[i], trace[i]
+        for j in range(N):
+            g_row[j] = g_row[j] if abs(t_row[j]) < clip else zero
+
+
+@_jit
+def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind, clip, G,
+                              g_a, d_rate, g_z, g_h0, d_alpha, work, vectors):
+    """The whole adjoint recursion of example b (see :func:`plastic_backward`), with ``work`` (k - 1, 1, N, N) for
+    the traces inside a chunk and ``vectors`` (5, N) for the adjoints of the activity and the rule's terms."""
+    T, N = g_out.shape[0], h.shape[2]
+    n_chunks = (T + k - 1) // k
+    Gb = G[b, 0]
+    if kind == CLIP:
+        _mask(Gb, starts[n_chunks, b, 0], clip)
+    g_h, g_prev, d_q, d_decay, g_q = vectors[0], vectors[1], vectors[2], vectors[3], vectors[4]
+    _copy(g_h, g_out[T - 1, b])
+    for c in range(n_chunks - 1, -1, -1):
+        start, stop = c * k, min(T, (c + 1) * k)
+        for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
+            _update(work[t - start, 0], starts[c, b, 0] if t == start else work[t - start - 1, 0], h[t, b], q[t, b],
+                    decay[t, b], kind, clip, g_q, w, alpha, g_q, False)
+        for t in range(stop - 1, start - 1, -1):
+            trace = starts[c, b, 0] if t == start else work[t - start - 1, 0]
+            pre, post, qt, dt, rt, d_r = h[t, b], h[t + 1, b], q[t, b], decay[t, b], rate[t, b], d_rate[t, b]
+            # The clip rule's update adjoint went with the drive's of the step after (which needs no trace of its
+            # own, so across chunks too), but for the last step's.
+            if kind != CLIP or t == T - 1:
+                _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
+            for j in range(N):
+                g_h[j] += rt[j] * d_q[j]
+                d_r[j] = d_q[j] * post[j]
+                if kind == HEBB:
+                    d_r[j] -= d_decay[j]
+                elif kind == OJA:
+                    g_h[j] -= (qt[j] + qt[j]) * d_decay[j]
+                    d_r[j] -= post[j] * post[j] * d_decay[j]
+            _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
+            if kind == CLIP and t > 0:
+                _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], clip, g_prev,
+                                          h[t - 1, b], q[t - 1, b], d_q)
+            else:
+                _through_drive(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], dt, kind, clip,
+                               kind == CLIP and t > 0, g_prev)
+            if t > 0:
+                for i in range(N):
+                    g_prev[i] += g_out[t - 1, b, i]
+            g_h, g_prev = g_prev, g_h
+    _copy(g_h0[b], g_h)
+
+
+@_Kernel
+def plastic_backward(starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind, clip, G, g_a, d_rate,
+                     g_z, g_h0, d_alpha, work, vectors, groups):
+    """The backward pass of a run of :func:`plastic_step` over T steps, every example at once.
+
+    ``starts`` (ceil(T / k) + 1, B, 1, N, N): the traces before steps 0, k, 2k... and the final one (chunk c covers
+    steps ``c*k`` to ``min(T, (c+1)*k) - 1``); ``h`` (T + 1, B, N) the activities, h[0] the initial one;
+    ``rate``, ``q``, ``decay`` (T, B, N) and ``mod`` (T, B, 1) as the steps left them; ``g_out`` (T, B, N) the
+    adjoints of the outputs h[1:]; ``G`` (B, 1, N, N) holds the adjoint of the final trace on entry and that of the
+    initial one on return. Writes, per step: the drive's adjoint ``g_a``, the rate's ``d_rate`` (T, B, N), the
+    modulator's ``g_z`` (T, B, 1); the initial activity's ``g_h0`` (B, N); adds each example's alpha gradient to
+    ``d_alpha`` (B, N, N). ``work`` (groups, k - 1 or 1, 1, N, N): each group's chunk traces; the groups of
+    examples are shared out among threads."""
+    B = h.shape[1]
+    for g in _prange(groups):
+        for b in range(g * B // groups, (g + 1) * B // groups):
+            _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w, w, alpha, g_out, kind,
+                                      clip, G, g_a, d_rate, g_z, g_h0, d_alpha, work[g], vectors[g])
+
+
+@_jit
+def _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a, d_rate,
+                            g_z, g_h0, d_alpha, d_eta, work, vectors):
+    """:func:`_plastic_example_backward` for retroactive modulation; ``work`` (k - 1, 2, N, N)."""
+    T, N = g_out.shape[0], h.shape[2]
+    n_chunks = (T + k - 1) // k
+    G_plastic, G_elig = G[b, 0], G[b, 1]
+    _mask(G_plastic, starts[n_chunks, b, 0], clip)
+    g_h, g_prev, d_q, g_q = vectors[0], vectors[1], vectors[2], vectors[3]
+    _copy(g_h, g_out[T - 1, b])
+    d_eta_b = h.dtype.type(0)
+    for c in range(n_chunks - 1, -1, -1):
+        start, stop = c * k, min(T, (c + 1) * k)
+        for t in range(start, stop - 1):
+            s = starts[c, b] if t == start else work[t - start - 1]
+            _retro_update(work[t - start, 0], work[t - start, 1], s[0], s[1], h[t, b], h[t + 1, b], rate[t, b],
+                          eta, clip, g_q, w, alpha, g_q, False)
+        for t in range(stop - 1, start - 1, -1):
+            s = starts[c, b] if t == start else work[t - start - 1]
+            plastic, elig = s[0], s[1]
+            pre, post, rt, d_r = h[t, b], h[t + 1, b], rate[t, b], d_rate[t, b]
+            s_ge = _retro_through_update(G_plastic, G_elig, elig, pre, post, rt, eta, d_q, d_r, g_q)
+            d_eta_b -= s_ge
+            for j in range(N):
+                g_h[j] += eta * d_q[j]
+                d_eta_b += d_q[j] * post[j]
+            _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
+            _through_drive(G_plastic, plastic, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], rt, CLIP, clip, t > 0,
+                           g_prev)
+            if t > 0:
+                for i in range(N):
+                    g_prev[i] += g_out[t - 1, b, i]
+            g_h, g_prev = g_prev, g_h
+    _copy(g_h0[b], g_h)
+    d_eta[b] = d_eta_b
+
+
+@_Kernel
+def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a, d_rate, g_z, g_h0,
+                   d_alpha, d_eta, work, vectors, groups):
+    """:func:`plastic_backward` for :func:`retro_step`: ``starts`` (.., B, 2, N, N) and ``G`` (B, 2, N, N) hold
+    the plastic and eligibility traces and their adjoints; each example's eta gradient goes to ``d_eta`` (B,);
+    ``work`` (groups, k - 1 or 1, 2, N, N)."""
+    B = h.shape[1]
+    for g in _prange(groups):
+        for b in range(g * B // groups, (g + 1) * B // groups):
+            _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a,
+                                    d_rate, g_z, g_h0, d_alpha, d_eta, work[g], vectors[g])
+
+
+def empty_rows(dtype) -> np.ndarray:
+    """The stand-in for an absent 2-D argument, of the type Numba expects."""
+    return np.empty((0, 0), dtype=dtype)
+
+
+def warm_up(dtype=np.float32) -> None:
+    """Compile (or load from Numba's cache) both versions of every kernel for ``dtype`` now, so that a measurement
+    that follows counts neither the compiler's time nor its memory."""
+    if not _switch.enabled:
+        return
+    rows, vector, no_rows, no_vector = np.zeros((1, 1), dtype), np.zeros(1, dtype), empty_rows(dtype), \
+        np.zeros(0, dtype)
+    steps, h, vectors = np.zeros((1, 1, 1), dtype), np.zeros((2, 1, 1), dtype), np.zeros((1, 5, 1), dtype)
+    eta, clip = np.dtype(dtype).type(0.1), np.dtype(dtype).type(1.0)
+    for n_traces in (1, 2):
+        traces, starts = np.zeros((1, n_traces, 1, 1), dtype), np.zeros((2, 1, n_traces, 1, 1), dtype)
+        work, in_b = np.zeros((1, 1, n_traces, 1, 1), dtype), (vector, no_vector)[n_traces - 1]
+        first_drive(rows.copy(), traces, rows, in_b, rows, rows)
+        for mod_w in (rows, no_rows) if n_traces == 1 else (rows,):
+            step = (traces, traces, rows, rows, in_b, rows, rows, eta, mod_w, vector, no_rows, vector)
+            backward_out = (traces.copy(), steps.copy(), steps.copy(), steps.copy(), rows.copy(), steps.copy())
+            if n_traces == 1:
+                plastic_step.compile(*step, HEBB, clip, *(rows.copy() for _ in range(5)), False, 1)
+                plastic_backward.compile(starts, 1, h, steps, steps, steps, steps, mod_w, no_rows, rows, rows, steps,
+                                         CLIP, clip, *backward_out, work, vectors, 1)
+            else:
+                retro_step.compile(*step, clip, rows.copy(), rows.copy(), rows.copy(), False, 1)
+                retro_backward.compile(starts, 1, h, steps, steps, mod_w, no_rows, rows, rows, eta, steps, clip,
+                                       *backward_out, vector.copy(), work, vectors, 1)
