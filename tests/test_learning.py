@@ -50,8 +50,8 @@ def _mean_rewards(cfg, agent, episodes=100, seed=12345):
 
 
 def test_maze_agent_finds_the_reward_far_more_often_than_a_random_agent():
-    cfg, agent = _train_agent("maze", "simplemaze", 250, hidden_size=32, batch_size=10, lr=3e-3)
-    trained, random = _mean_rewards(cfg, agent)
+    cfg, agent = _train_agent("maze", "simplemaze", 400, hidden_size=32, batch_size=30, lr=1e-3)
+    trained, random = _mean_rewards(cfg, agent)  # seeds 0, 1: 45.7, 52.5 against 7.0 (at lr 3e-3 some collapsed)
     assert random < 10 and trained > 3 * random, (trained, random)
 
 
