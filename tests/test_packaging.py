@@ -3,6 +3,7 @@ wheel installed outside the source tree."""
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -100,7 +101,10 @@ def test_every_module_imports_first():
 def test_bench_runs_from_a_wheel_installed_outside_the_source_tree(tmp_path):
     """Build the wheel, install it into a folder of its own, and run `plasticnet bench` from another folder: the
     plain formulations travel in the wheel (plasticnet.baselines)."""
-    root = SRC.parent
+    root = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
+    shutil.copytree(SRC, root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(SRC.parent / name, root / name)
     wheels, target, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "cwd"
     elsewhere.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
