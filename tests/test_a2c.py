@@ -13,8 +13,8 @@ from plasticnet.cli import main
 from plasticnet.config import resolve
 from plasticnet.envs import MazeEnv
 from plasticnet.tasks import get_task
-from plasticnet.train.a2c import (A2CExperiment, a2c_loss, discounted_returns, draw_episode, make_agent, rollout,
-                                  run_episode)
+from plasticnet.train.a2c import (A2CExperiment, a2c_loss, discounted_returns, draw_episode, fused_episode,
+                                  make_agent, reference_episode, rollout, run_episode)
 
 
 @pytest.fixture(autouse=True)
@@ -177,22 +177,40 @@ def test_gradient_norm_is_clipped():
     assert clipped.item() == pytest.approx(1e-6, rel=1e-3)
 
 
+@pytest.mark.parametrize("task, preset", [("maze", "paper-2018"), ("cue-reward", "paper")])  # rewards every episode
 @pytest.mark.parametrize("kind, extra", [("modplast", {}), ("modul", {}), ("plastic", {"rule": "oja"}),
-                                         ("modplast", {"fanout": True, "clip": 2.0})])
-def test_fused_episode_equals_stepping_the_cell(kind, extra):
-    """Same actions, rewards and gradients whether the episode runs fused or step by step under autograd."""
+                                         ("plastic", {"rule": "hebb"}), ("modplast", {"fanout": True, "clip": 2.0})])
+def test_fused_episode_equals_the_reference_episode(task, preset, kind, extra):
+    """The fused closed loop is a drop-in for the step-by-step reference: the same agent on the same draws gives the
+    same actions, rewards, scores, values and gradients of the A2C loss."""
+    cfg = _cfg(task, preset)
+    torch.manual_seed(0)
+    env = cfg.make_env(3, "cpu", seed=1)
+    agent = RecurrentAgent(env.obs_size, env.n_actions, kind, 8, init_scale=0.2, **extra).double()  # not chaotic
+    assert agent.fused
+    draws = draw_episode(env, torch.Generator().manual_seed(2))
     results = []
-    for fused in (True, False):
-        torch.manual_seed(0)
-        agent = RecurrentAgent(17, 4, kind, 8, init_scale=0.2, **extra, fused=fused).double()  # not chaotic
-        env = MazeEnv(3, "paper-2019", seed=1)
-        episode = rollout(agent, env, torch.Generator().manual_seed(2))
-        loss = a2c_loss(episode.logits, episode.actions, agent.value(episode.hidden),
+    for run in (reference_episode, fused_episode):
+        episode = run(agent, cfg.make_env(3, "cpu", seed=1), draws)
+        loss = a2c_loss(episode.logits, episode.actions, episode.values,
                         discounted_returns(episode.rewards.double(), 0.9), 0.03, 0.1)
         results.append((episode, torch.autograd.grad(loss.total, list(agent.parameters()))))
-    assert results[0][0].actions.equal(results[1][0].actions) and results[0][0].rewards.equal(results[1][0].rewards)
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    (reference, ref_grads), (fused, fused_grads) = results
+    assert reference.actions.equal(fused.actions) and reference.rewards.equal(fused.rewards)
+    assert reference.actions.unique().numel() > 1 and reference.rewards.abs().sum() > 0
+    torch.testing.assert_close(fused.logits, reference.logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fused.values, reference.values, rtol=0, atol=1e-12)
+    for a, b, (name, _) in zip(fused_grads, ref_grads, agent.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_an_agent_off_the_fused_path_runs_the_reference_episode(monkeypatch):
+    import plasticnet.train.a2c as a2c
+
+    monkeypatch.setattr(a2c, "fused_closed_loop", lambda *a, **k: pytest.fail("the fused loop ran"))
+    for agent in (RecurrentAgent(17, 4, "modplast", 6, fused=False), RecurrentAgent(17, 4, "rnn", 6)):
+        episode = rollout(agent, MazeEnv(2, "paper-2019", seed=0), torch.Generator().manual_seed(0))
+        assert episode.hidden.shape == (200, 2, 6) and episode.hidden.requires_grad
 
 
 TRAIN = ["--batch-size", "2", "--hidden-size", "6", "--log-every", "2", "--save-every", "2", "--no-progress"]

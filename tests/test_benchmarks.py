@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from plasticnet.agents import RecurrentAgent
-from plasticnet.bench import load_benchmark_module
+from plasticnet.baselines import plain_cue_reward
 from plasticnet.cli import main
 
-plain_cue_reward = load_benchmark_module("plain_cue_reward")
 
 
 def test_plain_cue_reward_episode_follows_the_task():

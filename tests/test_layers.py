@@ -14,7 +14,7 @@ CONFIGS = (
     + [dict(rule=r, alpha=a) for r, a in itertools.product(["hebb", "oja", "clip", "softclip"],
                                                             ["full", "per_neuron", "scalar"])]
     + [dict(rule=r, alpha=a, modulation="simple", fanout=f)
-       for r, a, f in itertools.product(["clip", "softclip", "hebb"], ["full", "per_neuron"], [False, True])]
+       for r, a, f in itertools.product(["clip", "softclip"], ["full", "per_neuron"], [False, True])]
     + [dict(rule=r, alpha=a, modulation="retroactive", fanout=f)
        for r, a, f in itertools.product(["clip", "softclip"], ["full", "scalar"], [False, True])]
 )
@@ -68,7 +68,8 @@ def _naive_step(cell, x, h, hebb, elig):
                 pre, post, x_ij, r = h[b, i], h_new[b, j], hebb[b, i, j], rates[j]
                 if cell.modulation == "retroactive":
                     d = r * elig[b, i, j]
-                    new_elig[b, i, j] = (1 - cell.eta) * elig[b, i, j] + cell.eta * pre * post
+                    rate_e = cell.eta.clamp(0, 1)
+                    new_elig[b, i, j] = (1 - rate_e) * elig[b, i, j] + rate_e * pre * post
                 else:
                     d = r * pre * post
                 name = cell.rule.name

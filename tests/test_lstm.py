@@ -18,7 +18,7 @@ CONFIGS = [
     dict(rule="clip", alpha="per_neuron", modulation="simple", fanout=True),
     dict(rule="clip", alpha="full", modulation="simple", fanout=False),
     dict(rule="clip", alpha="per_neuron", modulation="simple", fanout=True, modulator_input="cell"),
-    dict(rule="hebb", alpha="scalar", modulation="simple", fanout=True),
+    dict(rule="clip", alpha="scalar", modulation="simple", fanout=True),
     dict(rule="clip", alpha="per_neuron", modulation="retroactive", fanout=True),
     dict(rule="clip", alpha="full", modulation="retroactive", fanout=False, modulator_input="cell"),
 ]
@@ -83,7 +83,8 @@ def _naive_step(cell, x, h, c, hebb, elig):
                 pre, post, old, r = h[b, i], g[b, j], hebb[b, i, j], rates[j]
                 if cell.modulation == "retroactive":
                     new_hebb[b, i, j] = torch.clamp(old + r * elig[b, i, j], -2, 2)
-                    new_elig[b, i, j] = (1 - cell.eta) * elig[b, i, j] + cell.eta * pre * post
+                    rate_e = cell.eta.clamp(0, 1)
+                    new_elig[b, i, j] = (1 - rate_e) * elig[b, i, j] + rate_e * pre * post
                 elif cell.rule.name == "clip":
                     new_hebb[b, i, j] = torch.clamp(old + r * pre * post, -2, 2)
                 else:

@@ -10,11 +10,11 @@ The four kinds of the papers, all one :class:`~plasticnet.layers.PlasticRNNCell`
 | modplast | eta replaced by ``tanh(h2mod h)`` (or its fan-out) | ``modulation="simple"`` |
 | modul | a modulated eligibility trace feeds plastic weights | ``modulation="retroactive"`` |
 
-An episode is unrolled in a closed loop (:meth:`RecurrentAgent.unroll`): each step's input comes from the
-environment's answer to the action chosen from the previous activity. ``backend`` chooses how
-(:mod:`plasticnet.fast.backends`): ``"auto"`` runs cells that a fused backend covers (every plastic kind with the
-``hebb``, ``oja`` or ``clip`` rule) through :func:`plasticnet.fast.fused_closed_loop`, with its hand-written
-backward pass and buffers kept from one episode to the next, and steps the others under autograd.
+An episode is a closed loop (:mod:`plasticnet.train.a2c`): each step's input comes from the environment's answer to
+the action chosen from the previous activity. ``backend`` chooses how (:mod:`plasticnet.fast.backends`): ``"auto"``
+runs cells that a fused backend covers (every plastic kind with the ``hebb``, ``oja`` or ``clip`` rule) through
+:func:`plasticnet.fast.fused_closed_loop` (``agent.fused``), with its hand-written backward pass and buffers kept
+from one episode to the next (``agent.workspace``), and steps the others under autograd.
 
 The observation already carries what the papers feed back (previous reward and, where the variant has it, the
 previous action), so the layer's input is the environment's observation as it is.
@@ -22,14 +22,14 @@ previous action), so the layer's input is the environment's observation as it is
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .fast import Workspace, fused_closed_loop, resolve_cell
+from .fast import Workspace, resolve_cell
 from .layers import PlasticRNNCell, PlasticState, check_cell_backend, describe_backend
 
 __all__ = ["AGENT_KINDS", "RecurrentAgent"]
@@ -40,10 +40,9 @@ AGENT_KINDS = {"rnn": None, "plastic": None, "modplast": "simple", "modul": "ret
 class RecurrentAgent(nn.Module):
     """An actor-critic agent with a plastic recurrent core.
 
-    ``hidden = agent.unroll(obs, feedback, steps)`` runs the core for a whole episode; the heads read the
-    activities afterwards, ``agent.h2o(hidden)`` for the action scores and ``agent.value(hidden)`` for the values
-    (``agent.heads(hidden)``: both as one matrix product). ``agent.step(obs, state)`` advances one step, for use
-    outside an episode loop.
+    ``agent.cell`` is the recurrent core; the heads read its activities, ``agent.h2o(hidden)`` for the action scores
+    and ``agent.value(hidden)`` for the values (``agent.heads(hidden)``: both as one matrix product).
+    ``agent.step(obs, state)`` advances one step and scores the actions.
     W and alpha start uniform in ``[0, init_scale)`` (all positive, as in every maze and cue-reward network of both
     papers); eta, where there is one, starts at ``eta_init``. ``checkpoint_every`` trades the memory of the fused
     path's traces for recomputation (see :class:`plasticnet.PlasticRNN`); ``backend`` as in
@@ -84,24 +83,6 @@ class RecurrentAgent(nn.Module):
 
     def initial_state(self, batch_size: int) -> PlasticState:
         return self.cell.initial_state(batch_size)
-
-    def unroll(self, obs: torch.Tensor, feedback: Callable[[int, torch.Tensor], torch.Tensor],
-               steps: int) -> torch.Tensor:
-        """Run the core for ``steps`` steps from a fresh state: the first input is ``obs`` (B, obs_size), the next
-        ones ``feedback(t, h_t)``, called without gradient after every step (the last one too: that is where the
-        environment pays for the last action). Returns the activities (steps, B, hidden_size).
-
-        The fused path reuses its buffers: backpropagate through an episode before unrolling the next one."""
-        backend = resolve_cell(self.backend, self.cell)
-        if backend != "reference":
-            return fused_closed_loop(self.cell, obs, feedback, steps, self.checkpoint_every, self.workspace, backend)
-        state, hidden = self.initial_state(obs.shape[0]), []
-        for t in range(steps):
-            h, state = self.cell(obs.to(self.cell.w.dtype), state)
-            hidden.append(h)
-            with torch.no_grad():
-                obs = feedback(t, h.detach())
-        return torch.stack(hidden)
 
     def step(self, obs: torch.Tensor, state: Optional[PlasticState]) -> tuple[torch.Tensor, PlasticState]:
         """One time step: (B, obs_size) -> action scores (B, n_actions) and the new state (``state.h`` is the

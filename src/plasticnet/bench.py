@@ -1,7 +1,7 @@
 """``plasticnet bench``: the library's training step against a plain formulation of the same maths, in one run.
 
-Plain formulations live in the source tree's ``benchmarks/`` folder, not in the library, so the command runs from a
-source checkout. Memory is the peak of one training step above what was allocated before it (see ``_Memory``).
+The plain formulations are in :mod:`plasticnet.baselines`, installed with the library. Memory is the peak of one
+training step above what was allocated before it (see ``_Memory``).
 """
 
 from __future__ import annotations
@@ -9,27 +9,14 @@ from __future__ import annotations
 import copy
 import ctypes
 import gc
-import importlib.util
 import time
+from importlib import import_module
 from pathlib import Path
 
 import torch
 
 from .errors import ConfigError
 from .fast import cpu_kernels
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load_benchmark_module(name: str):
-    path = BENCHMARKS / f"{name}.py"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found; `plasticnet bench` runs from a source checkout of plasticnet")
-    spec = importlib.util.spec_from_file_location(f"plasticnet_benchmarks_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _proc_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -152,7 +139,7 @@ def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     from .config import resolve
     from .tasks.pattern import PatternConfig, RecurrentModel, make_episodes, network_input
 
-    plain_rnn = load_benchmark_module("plain_rnn")
+    from .baselines import plain_rnn
     cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
     P = cfg.pattern_size
     print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
@@ -189,7 +176,7 @@ def memory_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 2
 
     from .layers import PlasticRNN
 
-    plain_rnn = load_benchmark_module("plain_rnn")
+    from .baselines import plain_rnn
     every = round(math.sqrt(steps))
     print(f"memory: plastic RNN, {hidden} units, {steps}-step episodes, checkpoint every {every} steps; "
           f"{_where(device)}")
@@ -292,7 +279,7 @@ def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic",
     from .lstm import detach_state
     from .tasks.ptb import LanguageModel, PtbConfig, matched_hidden_size
 
-    plain_module = load_benchmark_module("plain_ptb")
+    from .baselines import plain_ptb as plain_module
     rows = []
     for name in models:
         cfg = resolve(PtbConfig, "ptb", "small", {"model": name})
@@ -331,11 +318,11 @@ def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
 def _a2c_suite(task: str, config_cls, preset: str, plain_name: str, title: str, batch_sizes, rounds: int,
                device: torch.device) -> list[dict]:
     """One A2C iteration of ``task`` with ``preset``: the library's :class:`~plasticnet.train.a2c.A2CExperiment`
-    against ``benchmarks/<plain_name>.py``, both past the burn-in."""
+    against ``plasticnet/baselines/<plain_name>.py``, both past the burn-in."""
     from .config import resolve
     from .train.a2c import A2CExperiment
 
-    plain_module = load_benchmark_module(plain_name)
+    plain_module = import_module(f"plasticnet.baselines.{plain_name}")
     print(f"{title}, one A2C iteration (episode, loss, backward, clip, Adam); {_where(device)}")
     print(f"{'batch':>5} {'library s/it':>13} {'plain s/it':>11} {'speed-up':>9} {'library MB':>11} {'plain MB':>9} "
           f"{'agent steps/s':>14}  backend")
@@ -359,7 +346,8 @@ def _a2c_suite(task: str, config_cls, preset: str, plain_name: str, title: str, 
 
 
 def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
-    """The paper-2019 maze (simple neuromodulation, 100 units, 200 steps) against ``benchmarks/plain_maze.py``."""
+    """The paper-2019 maze (simple neuromodulation, 100 units, 200 steps) against
+    ``plasticnet/baselines/plain_maze.py``."""
     from .tasks.maze import MazeTrainConfig
 
     return _a2c_suite("maze", MazeTrainConfig, "paper-2019", "plain_maze",
@@ -368,7 +356,7 @@ def maze_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
 
 def cue_reward_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     """The cue-reward task's paper preset (retroactive modulation, 200 units, 120 steps) against
-    ``benchmarks/plain_cue_reward.py``."""
+    ``plasticnet/baselines/plain_cue_reward.py``."""
     from .tasks.cue_reward import CueRewardTrainConfig
 
     return _a2c_suite("cue-reward", CueRewardTrainConfig, "paper", "plain_cue_reward",

@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .rules import Rule, make_rule, outer
 
 __all__ = ["PlasticState", "PlasticRNNCell", "PlasticRNN", "PlasticLinear", "plastic_drive", "neuromodulator",
-           "trace_step", "ACTIVATIONS"]
+           "trace_step", "eligibility_rate", "ACTIVATIONS"]
 
 ALPHA_MODES = ("full", "per_neuron", "scalar")
 MODULATIONS = (None, "simple", "retroactive")
@@ -54,19 +54,32 @@ def neuromodulator(h2mod: nn.Linear, modfanout: Optional[nn.Linear], source: tor
     return m if modfanout is None else modfanout(m)
 
 
+def eligibility_rate(eta: torch.Tensor) -> torch.Tensor:
+    """The rate ``r`` of retroactive modulation's eligibility trace, ``E = (1 - r) E + r outer(pre, post)``, from
+    the learned eta: eta clamped to [0, 1], in every layer and fast path.
+
+    The original code leaves eta unconstrained and describes E as always decaying (backpropamine.md §3.2, §4.2):
+    that holds for eta in [0, 1], where its runs start (0.01 or 0.1, then Adam at 1e-4) and where the clamp changes
+    nothing. There E is a running average of outer products of activities, so it stays within their bounds
+    (|E| <= 1 for tanh units). Outside it the decay would become oscillation (eta > 1) or growth without bound
+    (eta < 0 or > 2): SGD at the language model's learning rate drove an unconstrained eta to -0.99 within 50
+    segments, and the trace, then the loss, diverged. Where eta is clamped its gradient is zero."""
+    return eta.clamp(0.0, 1.0)
+
+
 def trace_step(rule: Rule, hebb: torch.Tensor, eligibility: Optional[torch.Tensor], pre: torch.Tensor,
-               post: torch.Tensor, rate: torch.Tensor, eligibility_rate: Optional[torch.Tensor] = None):
+               post: torch.Tensor, rate: torch.Tensor, eta: Optional[torch.Tensor] = None):
     """One step of a plastic connection's traces; returns ``(hebb, eligibility)``.
 
     Without an eligibility trace: ``hebb = rule.update(hebb, pre, post, rate)`` (rate: the learned eta or the
     neuromodulator). With one (retroactive neuromodulation): the modulator turns the *previous* eligibility into
     plasticity, ``hebb = rule.accumulate(hebb, rate * eligibility)``, then
-    ``eligibility = (1 - eligibility_rate) eligibility + eligibility_rate outer(pre, post)``.
+    ``eligibility = (1 - r) eligibility + r outer(pre, post)`` with ``r = eligibility_rate(eta)``.
     """
     if eligibility is None:
         return rule.update(hebb, pre, post, rate), None
     hebb = rule.accumulate(hebb, rate.unsqueeze(-2) * eligibility)
-    return hebb, torch.lerp(eligibility, outer(pre, post), eligibility_rate)
+    return hebb, torch.lerp(eligibility, outer(pre, post), eligibility_rate(eta))
 
 
 def _init_(tensor: torch.Tensor, init: str, scale: float) -> None:
@@ -99,6 +112,10 @@ def make_plasticity(rule, clip: float, modulation: Optional[str], fanout: bool) 
     if modulation == "retroactive" and not rule.accumulates:
         raise ConfigError(f"retroactive modulation needs a bounded additive rule ('clip' or 'softclip'), "
                           f"not {rule.name!r}")
+    if modulation is not None and not rule.bounded:
+        why = _UNBOUNDED.get(rule.name, _CUSTOM)
+        raise ConfigError(f"rule {rule.name!r} is unstable under a neuromodulator: {why}; with modulation use "
+                          f"rule='clip' or 'softclip' (backpropamine's bounded forms)")
     return rule
 
 
@@ -128,6 +145,12 @@ def describe_backend(backend: str, cell) -> str:
     return f"{backend!r}" if chosen == backend else f"{backend!r} -> {chosen}"
 
 
+# Why a rule is refused with modulation, whose rate is signed: tanh in [-1, 1], or affine in it with fan-out.
+_UNBOUNDED = {"hebb": "its decay 1 - rate exceeds 1 for a negative rate, and the trace grows without bound",
+              "oja": "its decay 1 - rate * post**2 exceeds 1 for a negative rate, and the trace grows without bound"}
+_CUSTOM = "it does not declare bounded = True (a trace that stays bounded under a rate of either sign)"
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")
@@ -142,7 +165,9 @@ class PlasticRNNCell(nn.Module):
     - ``"simple"``: the rate is ``m = tanh(h2mod(h))`` (one per example), or ``modfanout(m)`` (one per
       post-synaptic unit, affine in m) with ``fanout=True``;
     - ``"retroactive"``: ``hebb = rule.accumulate(hebb, rate * eligibility)``, then
-      ``eligibility = (1 - eta) eligibility + eta outer(h_prev, h)``;
+      ``eligibility = (1 - r) eligibility + r outer(h_prev, h)``, ``r`` = eta clamped to [0, 1]
+      (:func:`eligibility_rate`);
+    - modulation takes only rules that stay bounded under a signed rate (``clip``, ``softclip``);
     - ``rule=None``: a plain RNN, ``h = act(i2h(x) + h_prev @ w)``, through the same code path.
 
     ``input_size=None`` adds ``x`` (B, hidden_size) straight to the drive, as the pattern and image tasks need.

@@ -11,10 +11,8 @@ then the Hebbian term pairs the previous hidden state (pre) with the cell-input 
 rate a learned eta, or a neuromodulator ``tanh(h2mod(h))`` (or ``tanh(h2mod(c))``), optionally fanned out to one
 rate per post-synaptic unit. The rule object decides how the trace changes (``clip``: bounded accumulation, as in
 the paper; ``hebb``: decaying). Retroactive neuromodulation keeps an eligibility trace that the modulator turns
-into plastic weights, as :class:`plasticnet.PlasticRNNCell` does, with one difference: the eligibility rate is
-clamped to [0, 1] where it is used, so the eligibility trace stays a running average of bounded outer products.
-Unconstrained (the original), SGD at the language model's learning rate 1 drove it to -0.99 within 50 segments
-and the trace, then the loss, diverged.
+into plastic weights, as :class:`plasticnet.PlasticRNNCell` does, with the same eligibility rate (eta clamped to
+[0, 1]: :func:`plasticnet.layers.eligibility_rate`).
 
 ``rule=None`` gives the plain LSTM baseline with the same parameterisation (the original's MyLSTM): the
 hidden-to-cell-input matrix is an ordinary weight with a bias, so every gate has two biases like ``torch.nn.LSTM``.
@@ -165,8 +163,8 @@ class PlasticLSTMCell(nn.Module):
             rate = self.eta
         else:
             rate = neuromodulator(self.h2mod, self.modfanout, h if self.modulator_input == "hidden" else c)
-        eligibility_rate = self.eta.clamp(0.0, 1.0) if self.modulation == "retroactive" else None
-        hebb, eligibility = trace_step(self.rule, state.hebb, state.eligibility, h_prev, g, rate, eligibility_rate)
+        hebb, eligibility = trace_step(self.rule, state.hebb, state.eligibility, h_prev, g, rate,
+                                       self.eta if self.modulation == "retroactive" else None)
         return h, LSTMState(h, c, hebb, eligibility)
 
     def sequence(self, x: torch.Tensor, state: Optional[LSTMState] = None):

@@ -18,7 +18,9 @@ To add a rule, subclass :class:`Rule` and implement :meth:`Rule.update` (and :me
 can take the modulated eligibility increments of retroactive neuromodulation). Pass an instance as ``rule=`` to any
 plastic layer; nothing else needs to change. A rule of your own runs on the reference backend (the cell stepped
 under autograd): the fused backends' backward passes are written out for ``hebb``, ``oja`` and ``clip`` only, and
-``backend="fused"`` refuses any other rule (:mod:`plasticnet.fast.backends`).
+``backend="fused"`` refuses any other rule (:mod:`plasticnet.fast.backends`). A rule whose trace stays within
+fixed bounds whatever the rate's sign declares ``bounded = True``: only such rules are accepted with
+neuromodulation, whose rate is signed.
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ class Rule:
     ``update(trace, pre, post, rate)`` returns the trace after one step. ``accumulate(trace, increment)`` adds a
     ready-made increment (retroactive neuromodulation adds ``rate * eligibility``); rules that cannot take such an
     increment leave ``accumulates = False`` and are refused with retroactive modulation.
+
+    ``bounded``: whether the trace stays within fixed bounds for a rate of either sign and any size. A
+    neuromodulated rate is signed (``tanh`` in [-1, 1], or affine in it with fan-out), so modulation takes only
+    bounded rules: under a negative rate the decay of ``hebb`` (``1 - rate``) and ``oja`` (``1 - rate post^2``)
+    becomes growth (``hebb`` under a modulator near -0.96 reached 1e28 in 100 steps).
     """
 
     name = "custom"
     accumulates = False
+    bounded = False
 
     def initial_trace(self, batch_size: int, n_pre: int, n_post: int, *, device=None, dtype=None) -> torch.Tensor:
         return torch.zeros(batch_size, n_pre, n_post, device=device, dtype=dtype)
@@ -94,6 +102,7 @@ class ClippedHebb(Rule):
 
     name = "clip"
     accumulates = True
+    bounded = True
 
     def __init__(self, clip: float = 2.0):
         if not clip > 0:

@@ -35,6 +35,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..errors import ConfigError
+from ..layers import eligibility_rate
 from ..rules import ClippedHebb, DecayingHebb, Oja, Rule, SoftBoundHebb
 from . import cpu_kernels, gpu_kernels
 from .backends import resolve_fused, why_not
@@ -286,6 +288,9 @@ class _FusedPlasticRNN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_traces_final):
+        if torch.is_grad_enabled():  # create_graph=True: the gradient itself would need a gradient
+            raise ConfigError("the fused recurrence's backward pass is not differentiable; for second derivatives "
+                              "(create_graph=True, double backward) build the layer or agent with fused=False")
         if getattr(ctx, "kernels", False):
             return _kernel_backward(ctx, g_out, g_traces_final)
         if ctx.run.backend == "triton":
@@ -606,7 +611,10 @@ def _cell_tensors(cell):
     """The parameters of a cell in the order :class:`_FusedPlasticRNN` takes them (None where absent)."""
     modulated = cell.modulation is not None
     fan = cell.modfanout if modulated and cell.fanout else None
-    return (cell.w, cell.alpha, getattr(cell, "eta", None),
+    eta = getattr(cell, "eta", None)
+    if cell.modulation == "retroactive":  # the eligibility trace's rate, as the cell computes it
+        eta = eligibility_rate(eta)
+    return (cell.w, cell.alpha, eta,
             cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
             fan.weight if fan is not None else None, fan.bias if fan is not None else None)
 

@@ -27,10 +27,9 @@ import torch
 from ..agents import AGENT_KINDS, RecurrentAgent
 from ..config import RunConfig, from_dict
 from ..errors import CheckpointError, ConfigError
-from ..fast import Workspace
+from ..fast import Workspace, fused_closed_loop
 from ..fast.backends import check_backend, resolve_cell
-from ..layers import ALPHA_MODES, describe_backend
-from ..rules import make_rule
+from ..layers import ALPHA_MODES, describe_backend, make_plasticity
 from . import checkpoint as ckpt
 from .cuda_graph import GraphedIteration
 
@@ -86,12 +85,11 @@ class A2CConfig(RunConfig):
         if self.baseline not in BASELINES:
             raise ConfigError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
         check_backend(self.backend)
-        rule = make_rule(self.rule, self.clip)
-        if self.agent == "modul" and not rule.accumulates:
-            raise ConfigError(f"agent modul needs a bounded additive rule (clip or softclip), not {self.rule!r}")
         if self.fanout and AGENT_KINDS[self.agent] is None:
             raise ConfigError(f"--fanout fans out a neuromodulator; agent {self.agent} has none (use modplast or "
                               f"modul)")
+        if self.agent != "rnn":  # the rule against the agent's modulation, as the cell will check it
+            make_plasticity(self.rule, self.clip, AGENT_KINDS[self.agent], self.fanout)
         for name in ("hidden_size", "batch_size", "iterations", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -146,24 +144,48 @@ def rollout(agent: RecurrentAgent, env, generator: torch.Generator, watch=None, 
 
 
 def run_episode(agent: RecurrentAgent, env, draws: EpisodeDraws, watch=None) -> Episode:
-    """Run the episode that ``draws`` fixes on every environment of ``env``. Actions are sampled from the softmax by
-    the Gumbel-max trick with the noise of the whole episode (``draws.uniform``) turned into Gumbel noise up front, so
-    a step is a few batched operations and never waits for the host; without noise the agent takes the most likely
-    action. ``watch(env)``, if given, is called after the reset and after every step (to record positions, cues...)."""
+    """Run the episode that ``draws`` fixes on every environment of ``env``: :func:`fused_episode` where the agent
+    runs fused (``agent.fused``), else :func:`reference_episode`. Same contract, same results (``tests/test_a2c.py``).
+    ``watch(env)``, if given, is called after the reset and after every step (to record positions, cues...)."""
+    return (fused_episode if agent.fused else reference_episode)(agent, env, draws, watch)
+
+
+def reference_episode(agent: RecurrentAgent, env, draws: EpisodeDraws, watch=None) -> Episode:
+    """One episode step by step, as the papers' algorithm reads (backpropamine.md §1, item 2): the observation goes
+    through the recurrent cell, an action is sampled from the policy, the environment steps and pays a reward. No
+    gradient flows through the action or the environment; autograd records the cell's steps."""
+    choose_action = ActionSampler(agent, env, draws)
     obs = env.reset(episode_seeds=draws.episode_seeds)
     if watch is not None:
         watch(env)
-    shape = (env.episode_length, env.batch_size, env.n_actions)
-    with torch.no_grad():  # the scores' bias and the noise, added once for the whole episode
-        if draws.uniform is None:
-            noisy_bias = agent.h2o.bias.expand(shape)
-        else:
-            noisy_bias = agent.h2o.bias - torch.log(-torch.log(draws.uniform))
-    weight = agent.h2o.weight.t()
+    state = agent.initial_state(env.batch_size)
+    hidden, actions, rewards = [], [], []
+    for t in range(env.episode_length):
+        h, state = agent.cell(obs.to(agent.cell.w.dtype), state)  # the cell reads the observation
+        action = choose_action(t, h)  # sampled from softmax(h2o(h))
+        obs, reward, _ = env.step(action)  # the environment steps: the next observation and the reward
+        if watch is not None:
+            watch(env)
+        hidden.append(h)
+        actions.append(action)
+        rewards.append(reward)
+    hidden = torch.stack(hidden)
+    logits, values = agent.heads(hidden)
+    return Episode(logits, torch.stack(actions), torch.stack(rewards), hidden, values)
+
+
+def fused_episode(agent: RecurrentAgent, env, draws: EpisodeDraws, watch=None) -> Episode:
+    """:func:`reference_episode` with the agent's cell run by :func:`plasticnet.fast.fused_closed_loop`, one
+    autograd function for the whole episode: the loop over steps is inside it, so what follows the cell in a step
+    (action, environment step, reward) is handed to it as ``act``, called after each step of the cell."""
+    choose_action = ActionSampler(agent, env, draws)
+    obs = env.reset(episode_seeds=draws.episode_seeds)
+    if watch is not None:
+        watch(env)
     actions, rewards = [], []
 
     def act(t: int, h: torch.Tensor) -> torch.Tensor:
-        action = torch.addmm(noisy_bias[t], h, weight).argmax(-1)  # argmax of h2o(h) + Gumbel noise
+        action = choose_action(t, h)
         obs, reward, _ = env.step(action)
         if watch is not None:
             watch(env)
@@ -171,9 +193,29 @@ def run_episode(agent: RecurrentAgent, env, draws: EpisodeDraws, watch=None) -> 
         rewards.append(reward)
         return obs
 
-    hidden = agent.unroll(obs, act, env.episode_length)
+    hidden = fused_closed_loop(agent.cell, obs, act, env.episode_length, agent.checkpoint_every, agent.workspace,
+                               resolve_cell(agent.backend, agent.cell))
     logits, values = agent.heads(hidden)
     return Episode(logits, torch.stack(actions), torch.stack(rewards), hidden, values)
+
+
+class ActionSampler:
+    """``sampler(t, h)``: step t's actions (B,) from the activities h (B, N), sampled from ``softmax(h2o(h))`` by the
+    Gumbel-max trick with the episode's noise (``draws.uniform``), turned into Gumbel noise up front, so that a step
+    is one product and never waits for the host; without noise, the most likely actions. No gradient."""
+
+    def __init__(self, agent: RecurrentAgent, env, draws: EpisodeDraws):
+        shape = (env.episode_length, env.batch_size, env.n_actions)
+        with torch.no_grad():  # the scores' bias and the noise, added once for the whole episode
+            if draws.uniform is None:
+                self.noisy_bias = agent.h2o.bias.expand(shape)
+            else:
+                self.noisy_bias = agent.h2o.bias - torch.log(-torch.log(draws.uniform))
+        self.weight = agent.h2o.weight.t()
+
+    def __call__(self, t: int, h: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.addmm(self.noisy_bias[t], h, self.weight).argmax(-1)  # argmax of h2o(h) + Gumbel noise
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:

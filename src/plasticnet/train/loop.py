@@ -29,8 +29,16 @@ from tqdm.auto import tqdm
 
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
-from ..tasks import get_task
 from . import checkpoint as ckpt
+
+
+def get_task(name: str):
+    """The task registry, imported when first used: the tasks import this package (``train.a2c``,
+    ``train.checkpoint``), so importing them with this module would make an import cycle."""
+    from ..tasks import get_task as lookup
+
+    return lookup(name)
+
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

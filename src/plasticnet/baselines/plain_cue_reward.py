@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .plain_a2c import PlainA2C
+
 
 class PlainCueReward:
     """One episode of the task (backpropamine.md §4.1): ``num_cues`` distinct ±1 cues, one the target; trials of
@@ -97,9 +99,6 @@ class PlainModul(nn.Module):
 
 def plain_a2c(batch_size: int = 30, hidden: int = 200, seed: int = 0, device="cpu"):
     """The paper's cue-reward iteration (batch 30, T=120, 200 units, sr/request_batch.json's A2C settings)."""
-    from plasticnet.bench import load_benchmark_module
-
-    PlainA2C = load_benchmark_module("plain_a2c").PlainA2C
     rng = random.Random(seed)
     episodes = [PlainCueReward(rng) for _ in range(batch_size)]
     return PlainA2C(episodes, PlainModul(hidden=hidden), 120, gamma=0.9, entropy_coef=0.1, value_coef=0.1,

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .plain_a2c import PlainA2C
+
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 
 
@@ -96,9 +98,6 @@ class PlainModPlast(nn.Module):
 def plain_a2c(batch_size: int = 30, hidden: int = 100, size: int = 13, episode_length: int = 200, seed: int = 0,
               device="cpu"):
     """The paper-2019 maze iteration (batch 30, T=200, 100 units, the request file's A2C settings)."""
-    from plasticnet.bench import load_benchmark_module
-
-    PlainA2C = load_benchmark_module("plain_a2c").PlainA2C
     rng = random.Random(seed)
     mazes = [PlainMaze(size, episode_length, 10.0, rng) for _ in range(batch_size)]
     return PlainA2C(mazes, PlainModPlast(hidden=hidden), episode_length, gamma=0.9, entropy_coef=0.03,
