@@ -65,6 +65,9 @@ def _write_atomic(path: Path, write) -> None:
     except OSError as exc:
         raise CheckpointError(f"cannot write {path} ({exc.strerror}); the previous file is kept") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary file would be, not mkstemp's owner-only mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
