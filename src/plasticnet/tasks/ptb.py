@@ -24,17 +24,19 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, require_choice, require_positive, require_range
 from ..data.ptb import batchify, load_ptb
 from ..errors import CheckpointError, ConfigError, DataError
-from ..lstm import LSTMState, PlasticLSTM, detach_state, locked_dropout
+from ..layers import ALPHA_MODES
+from ..lstm import MODULATOR_INPUTS, LSTMState, PlasticLSTM, detach_state, locked_dropout
+from ..rules import RULES
 
 CONDITIONS = {
     "lstm": dict(rule=None),
@@ -86,18 +88,26 @@ class PtbConfig(RunConfig):
     eval_batch_size: int = 10
     test_batch_size: int = 1
 
+    min_iterations: ClassVar[int] = 0  # 0: the whole schedule of epochs
+
     def validate(self) -> None:
-        if self.model not in CONDITIONS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(CONDITIONS)}")
-        for name in ("epochs", "bptt", "emsize", "hidden_size", "num_layers", "batch_size", "eval_batch_size",
-                     "test_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        super().validate()
+        require_choice(self, "model", CONDITIONS)
+        require_choice(self, "rule", RULES)
+        require_choice(self, "alpha", ALPHA_MODES)
+        require_choice(self, "modulator_input", MODULATOR_INPUTS)
+        require_positive(self, "epochs", "bptt", "emsize", "hidden_size", "num_layers", "eval_batch_size",
+                         "test_batch_size")
         for name in ("dropout", "dropouth", "dropouti", "dropoute"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.alpha_grad_divisor <= 0 or self.lr <= 0 or self.grad_clip <= 0:
-            raise ConfigError("alpha_grad_divisor, lr and grad_clip must be positive")
+            require_range(self, name, 0, 1, high_open=True)
+        for name in ("alpha_grad_divisor", "grad_clip", "trace_clip", "init_range"):
+            require_range(self, name, 0, math.inf, low_open=True)
+        for name in ("ar", "tar", "weight_decay"):
+            require_range(self, name, 0, math.inf)
+        require_range(self, "lr_decay", 0, 1, low_open=True)
+        if self.lr_decay_after < 0 or self.asgd_epoch < 0:
+            raise ConfigError(f"lr_decay_after and asgd_epoch must be >= 0 (0: from the start, or never), got "
+                              f"{self.lr_decay_after} and {self.asgd_epoch}")
 
     @property
     def cell_options(self) -> dict:
