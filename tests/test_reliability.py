@@ -251,7 +251,7 @@ def test_one_writer_per_run_directory_and_a_dead_writer_s_lock_is_taken_over(tmp
         for argv in (["train", "pattern", "--resume", run_dir], PATTERN + ["--out", run_dir]):
             began = time.monotonic()
             code, err = run(capsys, *argv)
-            assert code == 2 and "\n" not in err and f"being trained by process {first.pid}" in err, err
+            assert code == 2 and "\n" not in err and f"being trained by process {first.pid}" in err, (err, first.poll())
             assert time.monotonic() - began < 30  # refused at once, not after waiting for the lock
         lines = len(read_metrics(run_dir))
         _wait_for(lambda: len(read_metrics(run_dir)) > lines + 2, first)  # the first run goes on

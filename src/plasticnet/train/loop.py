@@ -160,7 +160,7 @@ def check_budget(name: str, value: Optional[float]) -> None:
         raise ConfigError(f"{name} is a number of seconds above 0, got {value}")
 
 
-def _prepare_run_directory(out: Path, resume: bool, replace: bool) -> None:
+def _prepare_run_directory(out: Path, resume: bool) -> None:
     """Refuse an ``out`` that plasticnet did not make (never write into, or delete from, someone's folder); make it
     if it does not exist."""
     if out.exists() and not out.is_dir():
@@ -177,8 +177,6 @@ def _prepare_run_directory(out: Path, resume: bool, replace: bool) -> None:
         shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ConfigError(f"{out} exists and is not a run directory plasticnet made (it holds {shown}); choose "
                           f"another --out")
-    if (out / ckpt.CHECKPOINT).exists() and not replace:
-        raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
 
 
 def _clear_run(out: Path) -> None:
@@ -221,11 +219,14 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     check_budget("--time-budget", time_budget)
     check_budget("--cpu-budget", cpu_budget)
     out = Path(out_dir)
-    _prepare_run_directory(out, resume, replace)
+    _prepare_run_directory(out, resume)
     device = resolve_device(cfg.device)
     with RunLock(out):
-        if not resume:
-            _prepare_run_directory(out, resume, replace)  # again, now that no other process can write here
+        if not resume:  # checked again under the lock: no other process writes here now
+            _prepare_run_directory(out, resume)
+            if (out / ckpt.CHECKPOINT).exists() and not replace:
+                raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose another "
+                                  f"--out")
             _clear_run(out)
         return _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when, time_budget,
                              cpu_budget, on_nonfinite, device)
