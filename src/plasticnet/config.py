@@ -22,6 +22,8 @@ __all__ = ["RunConfig", "load_presets", "require_choice", "require_positive", "r
            "from_dict"]
 
 MAX_SEED = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38  # settings become single-precision tensors
+MAX_RATE = 1e6  # beyond it an update overflows single precision (Adam's lr of 1e300 did), not a divergent run
 
 
 @dataclass
@@ -44,7 +46,7 @@ class RunConfig:
         require_range(self, "seed", 0, MAX_SEED)
         require_range(self, "iterations", self.min_iterations, math.inf)
         require_positive(self, "batch_size", "log_every", "save_every")
-        require_range(self, "lr", 0, math.inf, low_open=True)
+        require_range(self, "lr", 0, MAX_RATE, low_open=True)
 
 
 def require_positive(config, *names: str) -> None:
@@ -78,8 +80,9 @@ def _check_types(config) -> None:
             setattr(config, field.name, value)
         if kind in (bool, int, float, str) and (type(value) is not kind):
             raise ConfigError(f"{field.name} must be {kind.__name__}, got {value!r}")
-        if kind is float and not math.isfinite(value):
-            raise ConfigError(f"{field.name} must be a finite number, got {value}")
+        if kind is float and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise ConfigError(f"{field.name} must be a finite number within single precision (|x| <= 3.4e38), "
+                              f"got {value}")
 
 
 def load_presets(task: str) -> dict[str, dict[str, Any]]:
