@@ -60,8 +60,13 @@ def require_range(config, name: str, low: float, high: float, low_open: bool = F
     """Refuse ``name`` outside [low, high] (an open end excludes that bound): rates, coefficients, probabilities."""
     value = getattr(config, name)
     if value < low or value > high or (low_open and value == low) or (high_open and value == high):
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or math.isinf(high) else ']'}"
+        bounds = (f"{'(' if low_open else '['}{_number(low)}, {_number(high)}"
+                  f"{')' if high_open or math.isinf(high) else ']'}")
         raise ConfigError(f"{name} must be in {bounds}, got {value}")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if isinstance(x, int) or (math.isfinite(x) and x == int(x) and abs(x) < 1e6) else f"{x:g}"
 
 
 def require_choice(config, name: str, choices) -> None:

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import from_dict, to_dict
-from ..errors import CheckpointError, ConfigError, NonFiniteError
+from ..errors import CheckpointError, ConfigError, NonFiniteError, PlasticnetError
 from ..tasks import get_task
 from . import checkpoint as ckpt
 from .lock import LOCK, RunLock
@@ -219,8 +219,22 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     check_budget("--time-budget", time_budget)
     check_budget("--cpu-budget", cpu_budget)
     out = Path(out_dir)
-    _prepare_run_directory(out, resume)
     device = resolve_device(cfg.device)
+    created = not out.exists()
+    _prepare_run_directory(out, resume)
+    try:
+        return _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, time_budget, cpu_budget,
+                         on_nonfinite, replace, device)
+    except PlasticnetError:
+        if created and not (out / METRICS).exists():  # it failed before training (bad data): leave nothing behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, time_budget, cpu_budget, on_nonfinite,
+              replace, device) -> Path:
     with RunLock(out):
         if not resume:  # checked again under the lock: no other process writes here now
             _prepare_run_directory(out, resume)
@@ -239,7 +253,7 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
 
     ckpt.seed_everything(cfg.seed)
     experiment = task.experiment(cfg, device)
-    start, seconds_before, cpu_before, saved_at = 0, 0.0, 0.0, None
+    start, seconds_before, cpu_before, saved_at, state = 0, 0.0, 0.0, None, None
     if resume:
         state = ckpt.load(out / ckpt.CHECKPOINT, device)
         try:
@@ -258,8 +272,11 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
         nonlocal saved_at
         if not weights_finite(experiment.model):
             _stop_non_finite(iteration, "weights", math.nan)
+        # the metric window under way too, so that a resumed run logs exactly what an uninterrupted one would
+        window = {"sums": sums, "count": count, "skipped": skipped}
         ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
-                          "experiment": experiment.state_dict(), "rng": ckpt.rng_state()}, out / ckpt.CHECKPOINT)
+                          "experiment": experiment.state_dict(), "rng": ckpt.rng_state(), "window": window},
+                         out / ckpt.CHECKPOINT)
         saved_at = iteration
 
     def _stop_non_finite(iteration: int, metric: str, value: float):
@@ -275,6 +292,8 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
     validate = getattr(experiment, "validate", None)
     sums: dict[str, torch.Tensor] = {}
     count = skipped = 0
+    if resume and "window" in state:
+        sums, count, skipped = state["window"]["sums"], state["window"]["count"], state["window"]["skipped"]
     began, cpu_began = time.monotonic(), time.process_time()
     iteration = start
     bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
