@@ -356,7 +356,7 @@ def _kill_and_resume(argv, run_dir, targets, rng):
 
 
 @pytest.mark.parametrize("argv, total, kills", [
-    (["train", "pattern", "--preset", "paper-50bit", "--save-every", "7", "--log-every", "5"], 300, 3),
+    (["train", "pattern", "--preset", "paper-50bit", "--save-every", "7", "--log-every", "4"], 160, 3),
     (CUE[:2] + ["--save-every", "3", "--log-every", "2"] + CUE[2:-1], 30, 2),
 ], ids=["supervised", "a2c"])
 def test_sigkill_at_random_points_then_resume_is_bit_identical(argv, total, kills, tmp_path):
