@@ -165,8 +165,10 @@ def _read_export(path: Path, device) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})[EXPORT_KEY])
+        task, config, iteration, meta = header["task"], header["config"], header["iteration"], header["meta"]
+        lists = header.get("lists", {})
         tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+    except (SafetensorError, KeyError, TypeError, ValueError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable plasticnet export ({type(exc).__name__}); export it "
                               f"again with `plasticnet export RUN --out FILE`") from None
     groups: dict[str, dict] = {}
@@ -177,9 +179,9 @@ def _read_export(path: Path, device) -> dict:
     for name in EXTRA_WEIGHTS:
         if name in groups:
             weights = groups[name]
-            extra[name] = [weights[str(i)] for i in range(len(weights))] if header["lists"].get(name) else weights
-    return {"task": header["task"], "config": header["config"], "iteration": header["iteration"],
-            "model": groups.get("model", {}), "meta": header["meta"], "extra": extra}
+            extra[name] = [weights[str(i)] for i in range(len(weights))] if lists.get(name) else weights
+    return {"task": task, "config": config, "iteration": iteration, "model": groups.get("model", {}), "meta": meta,
+            "extra": extra}
 
 
 def export_model(source: Path, out: Path) -> Path:
