@@ -172,19 +172,24 @@ def _prepare_run_directory(out: Path, resume: bool) -> None:
             raise ConfigError(f"cannot create the run directory {out} ({exc.strerror}); choose a writable --out") \
                 from None
         return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not p.name.endswith(".tmp"))
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not _is_temporary(p.name))
     if foreign:
         shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ConfigError(f"{out} exists and is not a run directory plasticnet made (it holds {shown}); choose "
                           f"another --out")
 
 
+def _is_temporary(name: str) -> bool:
+    """A temporary file of an atomic write in a run directory (``.checkpoint.pt.XXXX.tmp``)."""
+    return name.endswith(".tmp") and any(name.startswith(f".{entry}.") for entry in RUN_ENTRIES)
+
+
 def _clear_run(out: Path) -> None:
-    """Remove what an earlier run wrote in ``out`` (only :data:`RUN_ENTRIES` and temporary files), not the lock."""
+    """Remove what an earlier run wrote in ``out`` (only :data:`RUN_ENTRIES`), not the lock."""
     import shutil
 
     for entry in out.iterdir():
-        if entry.name == LOCK or not (entry.name in RUN_ENTRIES or entry.name.endswith(".tmp")):
+        if entry.name == LOCK or entry.name not in RUN_ENTRIES:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -242,6 +247,9 @@ def _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, ti
                 raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose another "
                                   f"--out")
             _clear_run(out)
+        for entry in out.iterdir():  # what a write cut short by a kill left behind
+            if _is_temporary(entry.name):
+                entry.unlink()
         return _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when, time_budget,
                              cpu_budget, on_nonfinite, device)
 
