@@ -1,6 +1,6 @@
 """Load the committed Omniglot network and classify drawings of characters it never saw, after one example each.
 
-``checkpoints/omniglot-small1.pt`` was trained on the five alphabets of Omniglot's ``images_background_small1.zip``.
+``checkpoints/omniglot-small1.safetensors`` was trained on the five alphabets of Omniglot's ``images_background_small1.zip``.
 Here it meets the characters found only in ``images_background_small2.zip``: each episode shows it one labelled
 drawing of each of five characters, then a new drawing of one of them, and it must name which. What it learns from
 the five labelled drawings lives only in the plastic output layer's Hebbian trace.
@@ -20,7 +20,7 @@ from plasticnet.data import load_omniglot
 from plasticnet.tasks.omniglot import SIZE, OmniglotConfig, OneShotNetwork, class_keys, make_episodes
 from plasticnet.train.checkpoint import read_model
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "omniglot-small1.pt"
+CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "omniglot-small1.safetensors"
 
 
 def main():

@@ -48,7 +48,7 @@ def test_run_directory_contract(tmp_path):
     points = _metrics(run)
     assert [p["iteration"] for p in points] == [5, 10, 15, 20]
     assert all(0 <= p["error"] <= 1 and "loss" in p for p in points)
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["iteration"] == 20
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["iteration"] == 20
     assert any((run / "tb").iterdir())
 
 
@@ -130,7 +130,7 @@ def test_a_stopped_run_saves_a_checkpoint_that_resumes(signum, tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130 and "interrupted" in err
-    stopped_at = torch.load(run / "checkpoint.pt", weights_only=False)["iteration"]
+    stopped_at = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     assert stopped_at >= _metrics(run)[-1]["iteration"]
     assert main(TINY + ["--iterations", str(stopped_at + 5), "--resume", str(run)]) == 0
     assert _metrics(run)[-1]["iteration"] == stopped_at + 5

@@ -196,7 +196,7 @@ def test_eval_prints_test_perplexity_of_a_checkpoint(corpus_dir, tmp_path, capsy
     assert code == 0 and out.startswith("ptb test: perplexity ")
     test = batchify(load_ptb(corpus_dir).test, 1)
     assert f"{test.shape[0] - 1} tokens, batch 1, best-validation weights after 1 epochs" in out
-    state = torch.load(run / "checkpoint.pt", weights_only=False)["experiment"]
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["experiment"]
     model = LanguageModel(cfg, len(WORDS) + 1, matched_hidden_size(cfg, len(WORDS) + 1))
     model.load_state_dict(state["best"])
     assert float(out.split()[3]) == pytest.approx(math.exp(mean_loss(model, test, cfg.bptt)), abs=0.006)

@@ -1,4 +1,5 @@
-"""The ``plasticnet`` command line. Every error the user can fix ends in one line on stderr and exit code 2."""
+"""The ``plasticnet`` command line. Every error the user can fix ends in one line on stderr and exit code 2; a run
+stopped at a non-finite value ends in one line and exit code 3."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def _add_train(sub) -> None:
         p.add_argument("--cpu-budget", type=float, metavar="SECONDS",
                        help="stop at the first logged point once the run has used this many CPU seconds, counted "
                             "across resumes (fair between runs that share cores)")
+        p.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
+                       help="at a NaN or infinite loss or gradient: stop before the update, exit code 3, the last "
+                            "checkpoint kept (default); or skip that update and count it in the metrics (skipped)")
         _add_config_flags(p, task.config_cls)
         p.set_defaults(func=_run_train, config_cls=task.config_cls)
 
@@ -86,8 +90,11 @@ def _run_train(args) -> int:
     from .config import from_dict, resolve, to_dict
     from .errors import ConfigError
     from .train import read_config, train
+    from .train.loop import check_budget
 
     overrides = _overrides(args, args.config_cls)
+    check_budget("--time-budget", args.time_budget)
+    check_budget("--cpu-budget", args.cpu_budget)
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
     if args.dry_run:
@@ -110,12 +117,12 @@ def _run_train(args) -> int:
         iterations = saved.iterations if overrides["iterations"] is None else overrides["iterations"]
         cfg = from_dict(args.config_cls, {**to_dict(saved), "iterations": iterations})
         out = train(task, cfg, args.resume, preset=preset, resume=True, progress=not args.no_progress,
-                    time_budget=args.time_budget, cpu_budget=args.cpu_budget)
+                    time_budget=args.time_budget, cpu_budget=args.cpu_budget, on_nonfinite=args.on_nonfinite)
     else:
         cfg = resolve(args.config_cls, args.task, args.preset, overrides)
         out = args.out or Path("runs") / args.task / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress,
-                    time_budget=args.time_budget, cpu_budget=args.cpu_budget)
+                    time_budget=args.time_budget, cpu_budget=args.cpu_budget, on_nonfinite=args.on_nonfinite)
     print(f"run saved in {out}")
     return 0
 
@@ -185,15 +192,25 @@ def _run_plot(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="a model-only copy of a run's checkpoint for sharing (no optimiser state)")
-    p.add_argument("run", type=Path, metavar="DIR", help="run directory or checkpoint file")
-    p.add_argument("--out", type=Path, required=True, help="file to write")
+    p = sub.add_parser("export", help="a model-only copy of a run's checkpoint for sharing (no optimiser state), as "
+                                      "a safetensors file that holds no code")
+    p.add_argument("run", type=Path, metavar="DIR", help="run directory, checkpoint file or earlier export")
+    p.add_argument("--out", type=Path, required=True, help="file to write (e.g. model.safetensors); an existing "
+                                                           "file is replaced only if it is a plasticnet export")
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args) -> int:
-    from .train.checkpoint import export_model
+    from .errors import ConfigError
+    from .train.checkpoint import export_model, read_model
 
+    if args.out.exists():
+        if args.out.is_dir():
+            raise ConfigError(f"{args.out} is a folder; give the file to write, e.g. {args.out / 'model.safetensors'}")
+        try:
+            read_model(args.out)
+        except PlasticnetError:
+            raise ConfigError(f"{args.out} exists and is not a plasticnet model; choose another --out") from None
     out = export_model(args.run, args.out)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
@@ -239,23 +256,25 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    import shutil
-
     from .config import resolve
+    from .errors import ConfigError
     from .plot import plot
     from .tasks.pattern import PatternConfig
     from .train import read_metrics, train
+    from .train.loop import check_budget
 
     import torch
 
+    check_budget("--budget", args.budget)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    if args.out.exists():
-        shutil.rmtree(args.out)
     cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {"seed": args.seed, "log_every": 10})
     print(f"Training the 1000-bit plastic network (1001 neurons, {cfg.episode_length}-step episodes) on CPU until "
           f"the bit error falls below 1% over 10 episodes, {args.budget:.0f} s at most.")
+    # replace=True: an earlier demo's run in --out is trained afresh; a folder plasticnet did not make is refused
     train("pattern", cfg, args.out, preset="paper-1000bit", stop_when=lambda m: m["error"] < 0.01,
-          time_budget=args.budget)
+          time_budget=args.budget, replace=True)
     last = read_metrics(args.out)[-1]
     png = plot([args.out], args.out / "curve.png", "error", log_y=True)
     print(f"bit error {last['error']:.4f} after {last['iteration']} episodes, {last['seconds']:.0f} s; "
@@ -290,7 +309,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except PlasticnetError as exc:
         print(f"plasticnet: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("plasticnet: interrupted; the checkpoint holds every finished iteration", file=sys.stderr)
         return 130

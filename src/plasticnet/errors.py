@@ -18,3 +18,10 @@ class DataError(PlasticnetError):
 
 class CheckpointError(PlasticnetError):
     """A checkpoint or run directory that cannot be read or resumed."""
+
+
+class NonFiniteError(PlasticnetError):
+    """A training run met a non-finite loss or gradient and stopped before updating the weights (exit code 3: the
+    settings are valid, the run diverged)."""
+
+    exit_code = 3

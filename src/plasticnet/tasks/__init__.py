@@ -8,9 +8,11 @@ An experiment object has ``model``, ``metrics`` (names, the headline metric firs
 optimisation step, returning a dict of scalar tensors) and ``state_dict`` / ``load_state_dict`` (everything needed
 to resume: ``"model"`` holds the weights, and an optional ``"meta"`` the plain data evaluation needs besides them).
 The training loop (:mod:`plasticnet.train`) never knows more than that, plus optional attributes:
-``validate(iteration, final)`` (held-out metrics at logging points), ``planned_iterations`` and
-``log_extra(iteration)`` (an experiment with its own schedule, such as epochs), and ``describe()`` (extra facts
-for ``plasticnet train --dry-run``).
+``validate(iteration, final)`` (called after every step: whatever it returns, such as held-out metrics or an
+epoch's results, is logged at that iteration), ``planned_iterations`` (an experiment with its own schedule, such as
+epochs), ``optimizer`` (guarded against non-finite updates) and ``describe()`` (extra facts for
+``plasticnet train --dry-run``). Everything ``state_dict`` returns must be tensors, numbers, strings, None and
+dicts, lists and tuples of them: checkpoints are read without running code.
 """
 
 from __future__ import annotations

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RunConfig, from_dict, require_positive
+from ..config import RunConfig, from_dict, require_choice, require_positive
 from ..data import load_cifar10
 from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError
-from ..layers import PlasticRNNCell
+from ..layers import ALPHA_MODES, PlasticRNNCell
+from ..rules import RULES
 from ..train.checkpoint import read_model
 
 MODELS = ("plastic", "rnn")
@@ -51,10 +52,11 @@ class ImagesConfig(RunConfig):
     eval_episodes: int = 64
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        require_positive(self, "n_images", "n_cycles", "presentation_time", "test_time", "batch_size", "iterations",
-                         "eval_episodes", "log_every")
+        super().validate()
+        require_choice(self, "model", MODELS)
+        require_choice(self, "rule", RULES)
+        require_choice(self, "alpha", ALPHA_MODES)
+        require_positive(self, "n_images", "n_cycles", "presentation_time", "test_time", "eval_episodes")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:

@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RunConfig, from_dict, require_positive
+from ..config import RunConfig, from_dict, require_choice, require_positive, require_range
 from ..data import OmniglotCharacters, load_omniglot
 from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError, DataError
-from ..layers import ACTIVATIONS, PlasticLinear
+from ..layers import ACTIVATIONS, ALPHA_MODES, PlasticLinear
+from ..rules import RULES
 from ..train.checkpoint import read_model
 
 SIZE = 31
@@ -71,16 +72,19 @@ class OmniglotConfig(RunConfig):
     eval_episodes: int = 500
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ConfigError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
+        super().validate()
+        require_choice(self, "split", SPLITS)
+        require_choice(self, "rule", RULES)
+        require_choice(self, "alpha", ALPHA_MODES)
+        require_range(self, "label_gain", 0, math.inf, low_open=True)
         if self.split == "alphabets" and not _names(self.test_alphabets):
             raise ConfigError("split 'alphabets' needs --test-alphabets NAME,NAME,...")
         if self.split != "alphabets" and (self.test_alphabets or self.train_alphabets):
             raise ConfigError("--test-alphabets and --train-alphabets go with --split alphabets")
         if self.ways < 2:
             raise ConfigError(f"ways must be at least 2, got {self.ways}")
-        require_positive(self, "shots", "presentation_time", "test_time", "channels", "batch_size", "iterations",
-                         "eval_episodes", "log_every", "lr_step_episodes", "test_classes")
+        require_positive(self, "shots", "presentation_time", "test_time", "channels", "eval_episodes",
+                         "lr_step_episodes", "test_classes")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:

@@ -10,14 +10,16 @@ always receives input 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..config import RunConfig, require_positive
+from ..config import RunConfig, require_choice, require_positive, require_range
 from ..errors import ConfigError
-from ..layers import PlasticRNN
+from ..layers import ALPHA_MODES, PlasticRNN
+from ..rules import RULES
 
 MODELS = ("plastic", "rnn", "lstm")
 
@@ -40,13 +42,18 @@ class PatternConfig(RunConfig):
     backend: str = "auto"  # what runs the plastic RNN (plasticnet.fast.backends)
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        super().validate()
+        require_choice(self, "model", MODELS)
+        require_choice(self, "rule", RULES)
+        require_choice(self, "alpha", ALPHA_MODES)
         if self.pattern_size < 2 or self.pattern_size % 2:
             raise ConfigError(f"pattern_size must be even and at least 2 (balanced patterns), got {self.pattern_size}")
-        require_positive(self, "n_patterns", "n_cycles", "presentation_time", "batch_size", "iterations")
-        if self.gap < 0 or self.extra_neurons < 0 or not 0 <= self.degrade <= 1:
-            raise ConfigError("gap and extra_neurons must be >= 0 and degrade within [0, 1]")
+        require_positive(self, "n_patterns", "n_cycles", "presentation_time")
+        if self.gap < 0 or self.extra_neurons < 0:
+            raise ConfigError(f"gap and extra_neurons must be >= 0, got {self.gap} and {self.extra_neurons}")
+        require_range(self, "degrade", 0, 1)
+        require_range(self, "input_gain", 0, math.inf, low_open=True)
+        require_range(self, "lstm_input_gain", 0, math.inf, low_open=True)
 
     @property
     def episode_length(self) -> int:

@@ -24,17 +24,19 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, require_choice, require_positive, require_range
 from ..data.ptb import batchify, load_ptb
 from ..errors import CheckpointError, ConfigError, DataError
-from ..lstm import PlasticLSTM, detach_state, locked_dropout
+from ..layers import ALPHA_MODES
+from ..lstm import MODULATOR_INPUTS, LSTMState, PlasticLSTM, detach_state, locked_dropout
+from ..rules import RULES
 
 CONDITIONS = {
     "lstm": dict(rule=None),
@@ -86,18 +88,26 @@ class PtbConfig(RunConfig):
     eval_batch_size: int = 10
     test_batch_size: int = 1
 
+    min_iterations: ClassVar[int] = 0  # 0: the whole schedule of epochs
+
     def validate(self) -> None:
-        if self.model not in CONDITIONS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(CONDITIONS)}")
-        for name in ("epochs", "bptt", "emsize", "hidden_size", "num_layers", "batch_size", "eval_batch_size",
-                     "test_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        super().validate()
+        require_choice(self, "model", CONDITIONS)
+        require_choice(self, "rule", RULES)
+        require_choice(self, "alpha", ALPHA_MODES)
+        require_choice(self, "modulator_input", MODULATOR_INPUTS)
+        require_positive(self, "epochs", "bptt", "emsize", "hidden_size", "num_layers", "eval_batch_size",
+                         "test_batch_size")
         for name in ("dropout", "dropouth", "dropouti", "dropoute"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.alpha_grad_divisor <= 0 or self.lr <= 0 or self.grad_clip <= 0:
-            raise ConfigError("alpha_grad_divisor, lr and grad_clip must be positive")
+            require_range(self, name, 0, 1, high_open=True)
+        for name in ("alpha_grad_divisor", "grad_clip", "trace_clip", "init_range"):
+            require_range(self, name, 0, math.inf, low_open=True)
+        for name in ("ar", "tar", "weight_decay"):
+            require_range(self, name, 0, math.inf)
+        require_range(self, "lr_decay", 0, 1, low_open=True)
+        if self.lr_decay_after < 0 or self.asgd_epoch < 0:
+            raise ConfigError(f"lr_decay_after and asgd_epoch must be >= 0 (0: from the start, or never), got "
+                              f"{self.lr_decay_after} and {self.asgd_epoch}")
 
     @property
     def cell_options(self) -> dict:
@@ -325,27 +335,38 @@ class PtbExperiment:
         if self.epoch < cfg.epochs:
             self.lengths = segment_lengths(self.train_data.shape[0], cfg, self.epoch)
 
-    def log_extra(self, iteration: int) -> Optional[dict]:
-        """The end-of-epoch values, once, right after the step that finished the epoch."""
+    def validate(self, iteration: int, final: bool) -> dict:
+        """The end-of-epoch values (``epoch``, ``train_ppl``, ``val_ppl``), once, right after the step that finished
+        the epoch; nothing otherwise (the validation itself runs at the end of each epoch, in :meth:`step`)."""
         pending, self.pending = self.pending, None
-        return pending
+        return pending or {}
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "segment": self.segment, "row": self.row,
-                "states": detach_state(self.states), "loss_sum": self.loss_sum, "tokens": self.tokens,
+                "states": _plain_states(self.states), "loss_sum": self.loss_sum, "tokens": self.tokens,
                 "best_val": self.best_val, "best": self.best, "average": self.average,
-                "averaged_steps": self.averaged_steps}
+                "averaged_steps": self.averaged_steps, "meta": {"epoch": self.epoch, "segment": self.segment}}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.segment, self.row = state["epoch"], state["segment"], state["row"]
-        self.states, self.loss_sum, self.tokens = state["states"], state["loss_sum"], state["tokens"]
+        self.states, self.loss_sum, self.tokens = _layer_states(state["states"]), state["loss_sum"], state["tokens"]
         self.best_val, self.best = state["best_val"], state["best"]
         self.average, self.averaged_steps = state["average"], state["averaged_steps"]
         if self.epoch < self.cfg.epochs:
             self.lengths = segment_lengths(self.train_data.shape[0], self.cfg, self.epoch)
+
+
+def _plain_states(states):
+    """The recurrent state as plain tuples of tensors, which a checkpoint loads without code (LSTMState is a
+    class of ours)."""
+    return None if states is None else [tuple(detach_state(layer)) for layer in states]
+
+
+def _layer_states(states):
+    return None if states is None else [LSTMState(*layer) for layer in states]
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -360,24 +381,24 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args) -> int:
-    from ..train import checkpoint as ckpt
+    from ..train.checkpoint import read_model
     from ..train.loop import resolve_device
 
-    path = args.checkpoint / ckpt.CHECKPOINT if args.checkpoint.is_dir() else args.checkpoint
-    state = ckpt.load(path, "cpu")
-    if state.get("task") != "ptb":
-        raise CheckpointError(f"{path} holds a {state.get('task')} run, not ptb")
+    path = args.checkpoint
+    state = read_model(path, "cpu")
+    if state["task"] != "ptb":
+        raise CheckpointError(f"{path} holds a {state['task']} run, not ptb; use `plasticnet eval {state['task']}`")
     saved = state["config"]
     cfg = from_dict(PtbConfig, {**saved, "data": args.data or saved["data"], "device": args.device or saved["device"]})
     device = resolve_device(cfg.device)
     corpus = load_ptb(data_root(cfg.data))
     model = LanguageModel(cfg, len(corpus.vocab), matched_hidden_size(cfg, len(corpus.vocab)))
-    experiment = state["experiment"]
-    use_best = args.weights == "best" and experiment["best"] is not None
-    model.load_state_dict(experiment["best"] if use_best else experiment["model"])
-    if not use_best and experiment["average"] is not None:  # the last weights of averaged SGD are the average
+    extra, meta = state["extra"], state["meta"]
+    use_best = args.weights == "best" and "best" in extra
+    model.load_state_dict(extra["best"] if use_best else state["model"])
+    if not use_best and "average" in extra:  # the last weights of averaged SGD are the average
         with torch.no_grad():
-            for p, mean in zip(model.parameters(), experiment["average"]):
+            for p, mean in zip(model.parameters(), extra["average"]):
                 p.copy_(mean)
     batch = args.batch_size or cfg.test_batch_size
     data = batchify(getattr(corpus, args.split), batch).to(device)
@@ -385,5 +406,5 @@ def evaluate(args) -> int:
     which = "best-validation" if use_best else "last"
     print(f"ptb {args.split}: perplexity {math.exp(loss):.2f} (loss {loss:.4f} nats/token, "
           f"{(data.shape[0] - 1) * batch} tokens, batch {batch}, {which} weights after "
-          f"{experiment['epoch']} epochs + {experiment['segment']} segments)")
+          f"{meta.get('epoch', '?')} epochs + {meta.get('segment', '?')} segments)")
     return 0

@@ -25,7 +25,7 @@ from typing import ClassVar, NamedTuple, Optional
 import torch
 
 from ..agents import AGENT_KINDS, RecurrentAgent
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, require_positive, require_range
 from ..errors import CheckpointError, ConfigError
 from ..fast import Workspace, fused_closed_loop
 from ..fast.backends import check_backend, resolve_cell
@@ -76,6 +76,7 @@ class A2CConfig(RunConfig):
     env_presets: ClassVar[tuple] = ()  # set by each task: the environment presets it accepts
 
     def validate(self) -> None:
+        super().validate()
         if self.env not in self.env_presets:
             raise ConfigError(f"unknown env {self.env!r}; choose one of {', '.join(self.env_presets)}")
         if self.agent not in AGENT_KINDS:
@@ -90,15 +91,15 @@ class A2CConfig(RunConfig):
                               f"modul)")
         if self.agent != "rnn":  # the rule against the agent's modulation, as the cell will check it
             make_plasticity(self.rule, self.clip, AGENT_KINDS[self.agent], self.fanout)
-        for name in ("hidden_size", "batch_size", "iterations", "log_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.gamma <= 1:
-            raise ConfigError(f"gamma is a discount factor in [0, 1], got {self.gamma}")
+        require_positive(self, "hidden_size")
+        require_range(self, "gamma", 0, 1)
         if self.grad_clip < 0 or self.burn_in < 0 or self.checkpoint_every < 0:
-            raise ConfigError("grad_clip, burn_in and checkpoint_every must be >= 0 (0: none, or the default)")
-        if self.adam_eps <= 0 or self.lr <= 0:
-            raise ConfigError(f"lr and adam_eps must be positive, got {self.lr} and {self.adam_eps}")
+            raise ConfigError(f"grad_clip, burn_in and checkpoint_every must be >= 0 (0: none, or the default), got "
+                              f"{self.grad_clip}, {self.burn_in} and {self.checkpoint_every}")
+        require_range(self, "adam_eps", 0, math.inf, low_open=True)
+        require_range(self, "clip", 0, math.inf, low_open=True)
+        for name in ("entropy_coef", "value_coef", "init_scale", "eta_init"):
+            require_range(self, name, 0, math.inf)
 
     def make_env(self, batch_size: int, device, seed: int | None):
         raise NotImplementedError
