@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from plasticnet import PlasticLSTM
-from plasticnet.fast import cpu_kernels
+from plasticnet.fast import cpu_kernels, plastic_lstm
 from plasticnet.lstm import LSTMState
 
 CASES = [
@@ -69,10 +69,13 @@ def _run(lstm, x, states):
     return out, final, torch.autograd.grad(_loss(out, final), inputs)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-chunk", "chunks"])
 @pytest.mark.parametrize("cfg", CASES, ids=_name)
-def test_fused_lstm_equals_cell_steps(cfg):
+def test_fused_lstm_equals_cell_steps(cfg, chunked, monkeypatch):
+    if chunked:  # chunks of 3, 3 and 1 steps, as a long sequence of wide layers has (the backward pass recomputes
+        monkeypatch.setattr(plastic_lstm, "_WHOLE_SEQUENCE_WORK_BYTES", 0)  # the traces inside each)
     fused, stepped = _pair(cfg, [4, 5], torch.float64)
-    # 7 steps: chunks of 3, 3 and 1 (the backward pass recomputes inside them); 5 examples
+    # 7 steps, 5 examples (the forward kernel takes four at once and the fifth alone)
     x = torch.randn(7, 5, 3, dtype=torch.float64, requires_grad=True)
     states = _random_state(fused, 5, torch.float64)
     out, final, grads = _run(fused, x, states)

@@ -627,23 +627,32 @@ def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, 
 
 
 @_Kernel
-def lstm_trace_step(before, after, pre, q, decay, rate, post, eta, kind, clip, nxt, w, alpha, drive, last, groups):
-    """One step's trace update for every example, ``after`` from ``before`` (B, n_traces, N, N): with one trace,
-    :func:`_update` (pre, ``q = rate * g``, the rule's ``decay``); with two, :func:`_retro_update` (``rate`` per
-    unit, the eligibility rate ``eta``, ``post`` = g). Unless the step is the ``last``, ``drive`` (B, N) becomes the
-    next step's ``nxt @ (w + alpha * after)``, the plastic part of its cell input's drive."""
-    B = pre.shape[0]
-    retro = before.shape[1] == 2
+def lstm_trace_step(traces, pre, q, decay, rate, post, eta, kind, clip, nxt, w, alpha, drive, last, groups):
+    """One step's trace update for every example, in place in ``traces`` (B, n_traces, N, N): with one trace,
+    :func:`_update` (pre, ``q = rate * g``, the rule's ``decay``; examples four by four, as :func:`plastic_step`);
+    with two, :func:`_retro_update` (``rate`` per unit, the eligibility rate ``eta``, ``post`` = g). Unless the step
+    is the ``last``, ``drive`` (B, N) becomes the next step's ``nxt @ (w + alpha * traces)``, the plastic part of
+    its cell input's drive."""
+    B, N = pre.shape
+    retro = traces.shape[1] == 2
+    fours = (B + 3) // 4
     for g in _prange(groups):
-        for b in range(g * B // groups, (g + 1) * B // groups):
-            for j in range(drive.shape[1]):
-                drive[b, j] = 0
+        for four in range(g * fours // groups, (g + 1) * fours // groups):
+            b0, b1 = 4 * four, min(4 * four + 4, B)
+            for b in range(b0, b1):
+                for j in range(N):
+                    drive[b, j] = 0
             if retro:
-                _retro_update(after[b, 0], after[b, 1], before[b, 0], before[b, 1], pre[b], post[b], rate[b], eta,
-                              clip, nxt[b], w, alpha, drive[b], not last)
+                for b in range(b0, b1):
+                    n = traces[b]
+                    _retro_update(n[0], n[1], n[0], n[1], pre[b], post[b], rate[b], eta, clip, nxt[b], w, alpha,
+                                  drive[b], not last)
+            elif not last and b1 - b0 == 4:
+                _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0)
             else:
-                _update(after[b, 0], before[b, 0], pre[b], q[b], decay[b], kind, clip, nxt[b], w, alpha, drive[b],
-                        not last)
+                for b in range(b0, b1):
+                    _update(traces[b, 0], traces[b, 0], pre[b], q[b], decay[b], kind, clip, nxt[b], w, alpha,
+                            drive[b], not last)
 
 
 @_jit
