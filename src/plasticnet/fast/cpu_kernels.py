@@ -15,7 +15,8 @@ Both go example by example, because examples are independent given the weights, 
 
 Cells covered: tanh units, rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with
 a learned eta or simple neuromodulation (with or without fan-out), and retroactive modulation with the clip rule;
-alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one). GPUs, and CPUs
+alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one), or as one row
+(1, N) that every pre-synaptic row shares (a per-neuron alpha; its gradient then goes to one row of ``d_alpha``). GPUs, and CPUs
 without Numba or with these kernels switched off (:func:`use_cpu_kernels`), run PyTorch operations instead.
 Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
@@ -148,9 +149,15 @@ def _cheap_launches() -> bool:
 
 
 @_part
+def _row(alpha, i):
+    """Row i of alpha (N, N), or the one row that a per-neuron alpha (1, N) gives every row (likewise its gradient)."""
+    return alpha[min(i, alpha.shape[0] - 1)]
+
+
+@_part
 def _add_drive(drive, pre, w, alpha, trace_row, i):
     """``drive += pre[i] * (w[i] + alpha[i] * trace_row)``: row i's part of ``pre @ (w + alpha * trace)``."""
-    p, w_row, a_row = pre[i], w[i], alpha[i]
+    p, w_row, a_row = pre[i], w[i], _row(alpha, i)
     for j in range(drive.shape[0]):
         drive[j] += p * (w_row[j] + a_row[j] * trace_row[j])
 
@@ -186,7 +193,7 @@ def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with
     N = pre.shape[0]
     in_place = after.ctypes.data == before.ctypes.data
     for i in range(N):
-        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], alpha[i]
+        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], _row(alpha, i)
         # One loop per case: the compiler vectorises a loop only where it can tell that the rows do not overlap (in
         # place they do: a loop of its own), and a loop of the drive's own beside the update's stopped it too.
         if with_drive and in_place and kind == CLIP:
@@ -227,7 +234,7 @@ def _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b):
         r0, r1, r2, r3 = traces[b, 0, i], traces[b + 1, 0, i], traces[b + 2, 0, i], traces[b + 3, 0, i]
         p0, p1, p2, p3 = pre[b, i], pre[b + 1, i], pre[b + 2, i], pre[b + 3, i]
         n0, n1, n2, n3 = nxt[b, i], nxt[b + 1, i], nxt[b + 2, i], nxt[b + 3, i]
-        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], w[i], alpha[i]
+        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], w[i], _row(alpha, i)
         d0, d1, d2, d3 = drive[b], drive[b + 1], drive[b + 2], drive[b + 3]
         if kind == CLIP:
             for j in range(N):
@@ -267,7 +274,7 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
     in_place = plastic_after.ctypes.data == plastic.ctypes.data
     for i in range(N):
         e_pre, p_row, e_row, pa_row, ea_row = eta * pre[i], plastic[i], elig[i], plastic_after[i], elig_after[i]
-        n, w_row, a_row = nxt[i], w[i], alpha[i]
+        n, w_row, a_row = nxt[i], w[i], _row(alpha, i)
         if with_drive and in_place:  # as in _update
             for j in range(N):
                 v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
@@ -449,7 +456,7 @@ def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip
     N = pre.shape[0]
     zero = G.dtype.type(0)
     for i in range(N):
-        p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], _row(alpha, i), w[i], _row(d_alpha, i)
         acc = g_q[i]
         for j in range(N):
             tv = t_row[j]
@@ -477,7 +484,7 @@ def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, clip, 
     for j in range(N):
         d_q[j] = 0
     for i in range(N):
-        p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], _row(alpha, i), w[i], _row(d_alpha, i)
         acc, acc_before = g_q[i], zero
         for j in range(N):
             tv = t_row[j]
@@ -656,7 +663,7 @@ def lstm_trace_step(traces, pre, q, decay, rate, post, eta, kind, clip, nxt, w, 
 
 
 @_jit
-def _lstm_example_backward(b, starts, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha,
+def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha,
                            eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0, d_alpha, d_eta, work,
                            vectors):
     """The whole adjoint recursion of example b of a plastic LSTM layer (see :func:`lstm_backward`), with ``work``
@@ -668,7 +675,7 @@ def _lstm_example_backward(b, starts, k, h, c, ifo, g, tanh_c, rate, q, decay, m
     one, zero = h.dtype.type(1), h.dtype.type(0)
     Gb = G[b, 0]
     if kind == CLIP:
-        _mask(Gb, starts[n_chunks, b, 0], clip)
+        _mask(Gb, final[b, 0], clip)
     g_h, g_prev, d_q, d_decay, g_q, g_c, d_g = (vectors[0], vectors[1], vectors[2], vectors[3], vectors[4],
                                                 vectors[5], vectors[6])
     _copy(g_h, g_out[T - 1, b])
@@ -677,7 +684,7 @@ def _lstm_example_backward(b, starts, k, h, c, ifo, g, tanh_c, rate, q, decay, m
     for ch in range(n_chunks - 1, -1, -1):
         start, stop = ch * k, min(T, (ch + 1) * k)
         for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
-            s = starts[ch, b] if t == start else work[t - start - 1]
+            s = (first[b] if ch == 0 else middle[ch - 1, b]) if t == start else work[t - start - 1]
             if retro:
                 _retro_update(work[t - start, 0], work[t - start, 1], s[0], s[1], h[t, b], g[t, b], rate[t, b], eta,
                               clip, g_q, w, alpha, g_q, False)
@@ -685,7 +692,7 @@ def _lstm_example_backward(b, starts, k, h, c, ifo, g, tanh_c, rate, q, decay, m
                 _update(work[t - start, 0], s[0], h[t, b], q[t, b], decay[t, b], kind, clip, g_q, w, alpha, g_q,
                         False)
         for t in range(stop - 1, start - 1, -1):
-            s = starts[ch, b] if t == start else work[t - start - 1]
+            s = (first[b] if ch == 0 else middle[ch - 1, b]) if t == start else work[t - start - 1]
             pre, gt, rt, d_r, ift = h[t, b], g[t, b], rate[t, b], d_rate[t, b], ifo[t, b]
             # Through the trace update: the adjoints of g (d_g) and of the rate (d_r).
             if retro:
@@ -752,12 +759,13 @@ def _lstm_example_backward(b, starts, k, h, c, ifo, g, tanh_c, rate, q, decay, m
 
 
 @_Kernel
-def lstm_backward(starts, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha, eta, g_out,
+def lstm_backward(first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha, eta, g_out,
                   kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0, d_alpha, d_eta, work, vectors, groups):
     """The backward pass of a plastic LSTM layer run with :func:`lstm_trace_step` over T steps, every example at
     once, each example's whole recursion in turn (its traces recomputed chunk by chunk, in cache).
 
-    ``starts`` (ceil(T / k) + 1, B, n_traces, N, N): the traces before steps 0, k, 2k... and the final ones;
+    ``first``, ``final`` (B, n_traces, N, N): the initial and final traces, ``middle`` (ceil(T / k) - 1, B,
+    n_traces, N, N) those before steps k, 2k...;
     ``h``, ``c`` (T + 1, B, N); the gates after their nonlinearities, ``ifo`` (T, B, 3 N) and ``g`` (T, B, N);
     ``tanh_c`` (T, B, N) of c[1:]; ``rate``, ``q``, ``decay`` (T, B, N) and ``mod`` (T, B, 1) as the steps left
     them; ``w_ifo`` (N, 3 N) the other gates' recurrent weights; ``eta`` the eligibility rate (retroactive
@@ -765,12 +773,12 @@ def lstm_backward(starts, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, f
     adjoints of the final traces and cell on entry, those of the initial ones on return. Writes the adjoints of the
     gates' pre-activations ``g_gates`` (T, B, 4 N), of the rate ``d_rate`` (T, B, N) and of the modulator ``g_z``
     (T, B, 1), the initial hidden state's ``g_h0`` (B, N), each example's alpha gradient (added to ``d_alpha``
-    (B, N, N)) and eligibility-rate gradient ``d_eta`` (B,). ``work`` (groups, k - 1 or 1, n_traces, N, N),
+    (B, N or 1, N), as alpha's rows) and eligibility-rate gradient ``d_eta`` (B,). ``work`` (groups, k - 1 or 1, n_traces, N, N),
     ``vectors`` (groups, 7, N)."""
     B = h.shape[1]
     for gr in _prange(groups):
         for b in range(gr * B // groups, (gr + 1) * B // groups):
-            _lstm_example_backward(b, starts, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w,
+            _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w,
                                    alpha, eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0,
                                    d_alpha, d_eta, work[gr], vectors[gr])
 

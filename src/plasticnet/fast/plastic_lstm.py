@@ -29,7 +29,7 @@ import torch
 
 from ..rules import ClippedHebb
 from . import cpu_kernels
-from .recurrence import Workspace, _alpha_gradient, _full_alpha, _numpy, fusable
+from .recurrence import Workspace, _numpy, fusable
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def fused_lstm_run(cell, x_drive: torch.Tensor, state, eta: Optional[torch.Tenso
                  cell.modulator_input == "cell")
     run = _Run(spec, workspace or Workspace())
     retro = cell.modulation == "retroactive"
-    traces0 = torch.stack([state.hebb, state.eligibility]) if retro else state.hebb.unsqueeze(0)
+    traces0 = torch.stack([state.hebb, state.eligibility], 1) if retro else state.hebb.unsqueeze(1)
     modulated = cell.modulation is not None
     fan = cell.modfanout if modulated and cell.fanout else None
     tensors = (x_drive, state.h, state.c, traces0, cell.weight_hh, cell.alpha, eta,
@@ -84,11 +84,22 @@ def fused_lstm_run(cell, x_drive: torch.Tensor, state, eta: Optional[torch.Tenso
                fan.weight if fan is not None else None, fan.bias if fan is not None else None)
     run.graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     hs, c, traces = _FusedPlasticLSTM.apply(*tensors, run)
-    return hs, c, (traces[0], traces[1] if retro else None)
+    return hs, c, (traces[:, 0], traces[:, 1] if retro else None)
 
 
 # The most memory that the traces recomputed inside a chunk may take (per thread) for a chunk to be the whole sequence.
 _WHOLE_SEQUENCE_WORK_BYTES = 16 * 2**20
+
+
+def _alpha_rows(alpha: torch.Tensor, n: int) -> torch.Tensor:
+    """alpha as the kernels take it: a full alpha (N, N) as is, the others as the one row (1, N) that every
+    pre-synaptic row shares (no N x N matrix to read at each step, nor its gradient to write)."""
+    return (alpha if alpha.dim() == 2 else alpha.expand(1, n)).detach().contiguous()
+
+
+def _alpha_gradient(rows: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The gradient of alpha in its own mode from that of :func:`_alpha_rows`."""
+    return rows if alpha.dim() == 2 else rows[0] if alpha.dim() == 1 else rows.sum()
 
 
 def _chunk_length(steps: int, trace_bytes: int) -> int:
@@ -112,8 +123,8 @@ def _rule_terms(spec: _Spec, rate, g, q, decay) -> None:
 
 
 class _FusedPlasticLSTM(torch.autograd.Function):
-    """Inputs: the input drive (T, B, 4 N), the initial h, c (B, N) and traces (n_traces, B, N, N), the cell's
-    parameters. Outputs: the hidden states (T, B, N), the final cell (B, N) and traces (n_traces, B, N, N).
+    """Inputs: the input drive (T, B, 4 N), the initial h, c (B, N) and traces (B, n_traces, N, N), the cell's
+    parameters. Outputs: the hidden states (T, B, N), the final cell (B, N) and traces (B, n_traces, N, N).
     Gate columns ``[input | forget | output | cell input]``, as the cell stores them."""
 
     @staticmethod
@@ -130,19 +141,19 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         h, c = ws.get("h", (T + 1, B, N), h0), ws.get("c", (T + 1, B, N), h0)
         h[0], c[0] = h0, c0
         ifo, g, tanh_c = ws.get("ifo", (T, B, 3 * N), h0), ws.get("g", (T, B, N), h0), ws.get("tanh_c", (T, B, N), h0)
-        # The traces before steps 0, k, 2k... and the final ones are copied into `starts`; every step updates `current`
-        # in place (where the kernels' loops vectorise).
-        starts = ws.get("starts", (n_chunks + 1, B, spec.n_traces, N, N), h0)
+        # Every step updates `current` in place (where the kernels' loops vectorise); the traces before steps k,
+        # 2k... are copied into `middle` for the backward pass, which also keeps the initial and final ones.
+        traces0 = traces0.detach().contiguous()
+        middle = ws.get("middle", (n_chunks - 1, B, spec.n_traces, N, N), h0)
         current = ws.get("current", (B, spec.n_traces, N, N), h0)
-        current.copy_(traces0.transpose(0, 1))
-        starts[0].copy_(current)
+        current.copy_(traces0)
         current_np = current.numpy()
         mods, rates = ws.get("mods", (T, B, 1), h0), ws.get("rates", (T, B, N), h0)
         q, decay = ws.get("q", (T, B, N), h0), ws.get("decay", (T, B, N), h0)
         drive = ws.get("drive", (B, N), h0)  # the plastic part of the next step's cell-input drive
         weight_hh = weight_hh.detach()
         w_ifo = weight_hh[:, :3 * N]
-        w, alpha_full = _numpy(weight_hh[:, 3 * N:], 2, h0), _full_alpha(alpha, N).numpy()
+        w, alpha_full = _numpy(weight_hh[:, 3 * N:], 2, h0), _alpha_rows(alpha, N).numpy()
         mod_wt, fan_wt = (mod_w.detach().t() if modulated else None), (fan_w.detach().t() if spec.fanout else None)
         dtype = h.numpy().dtype.type
         eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
@@ -172,18 +183,20 @@ class _FusedPlasticLSTM(torch.autograd.Function):
                 _rule_terms(spec, rates[t], g[t], q[t], decay[t])
             cpu_kernels.lstm_trace_step(current_np, h_np[t], q_np[t], decay_np[t], rates_np[t], g_np[t], eta_f, kind,
                                         clip, h_np[t + 1], w, alpha_full, drive_np, t + 1 == T, groups)
-            if t + 1 == T or (t + 1) % k == 0:
-                starts[n_chunks if t + 1 == T else (t + 1) // k].copy_(current)
+            if (t + 1) % k == 0 and t + 1 < T:
+                middle[(t + 1) // k - 1].copy_(current)
         ctx.run, ctx.workspace, ctx.k = run, ws, k
         # Saved, buffers included: autograd's version counters then refuse a backward pass through buffers that a
         # later call with the same workspace has overwritten.
-        ctx.save_for_backward(h, c, ifo, g, tanh_c, starts, mods, rates, q, decay, weight_hh, alpha, eta, mod_w,
-                              fan_w)
-        return h[1:].clone(), c[T].clone(), starts[n_chunks].transpose(0, 1).clone(memory_format=torch.contiguous_format)
+        final = current.clone()
+        ctx.save_for_backward(h, c, ifo, g, tanh_c, traces0, middle, final, mods, rates, q, decay, weight_hh, alpha,
+                              eta, mod_w, fan_w)
+        return h[1:].clone(), c[T].clone(), final
 
     @staticmethod
     def backward(ctx, g_out, g_c_final, g_traces_final):
-        h, c, ifo, g, tanh_c, starts, mods, rates, q, decay, weight_hh, alpha, eta, mod_w, fan_w = ctx.saved_tensors
+        h, c, ifo, g, tanh_c, first, middle, final, mods, rates, q, decay, weight_hh, alpha, eta, mod_w, fan_w = \
+            ctx.saved_tensors
         spec, ws, k = ctx.run.spec, ctx.workspace, ctx.k
         T, B, N = g.shape
         modulated = spec.modulation is not None
@@ -193,21 +206,23 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         if g_traces_final is None:
             G.zero_()
         else:  # the kernel turns it into the initial traces' adjoint in place
-            G.copy_(g_traces_final.transpose(0, 1))
+            G.copy_(g_traces_final)
         g_c = g_c_final.clone() if g_c_final is not None else h.new_zeros(B, N)  # likewise, for the cell
         g_gates = h.new_empty(T, B, 4 * N)  # the adjoint of the input drive, returned as such
         d_rates, g_z = ws.get("d_rates", (T, B, N), h), ws.get("g_z", (T, B, 1), h)
-        g_h0, d_alpha_ex, d_eta_ex = h.new_empty(B, N), ws.get("d_alpha", (B, N, N), h).zero_(), h.new_zeros(B)
+        alpha_rows = N if alpha.dim() == 2 else 1
+        g_h0, d_eta_ex = h.new_empty(B, N), h.new_zeros(B)
+        d_alpha_ex = ws.get("d_alpha", (B, alpha_rows, N), h).zero_()  # each example's, summed after
         groups = cpu_kernels.threads(B)
         work = ws.get("work", (groups, max(k - 1, 1), spec.n_traces, N, N), h).numpy()
         vectors = ws.get("vectors", (groups, 7, N), h).numpy()
         w_ifo = weight_hh[:, :3 * N]
         weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w_ifo, 2, h), _numpy(weight_hh[:, 3 * N:], 2, h),
-                   _full_alpha(alpha, N).numpy())
+                   _alpha_rows(alpha, N).numpy())
         dtype = h.numpy().dtype.type
         eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
         arrays = [t.numpy() for t in (h, c, ifo, g, tanh_c, rates, q, decay, mods)]
-        cpu_kernels.lstm_backward(starts.numpy(), k, *arrays, *weights, eta_f, g_out.numpy(),
+        cpu_kernels.lstm_backward(first.numpy(), middle.numpy(), final.numpy(), k, *arrays, *weights, eta_f, g_out.numpy(),
                                   cpu_kernels.KINDS[spec.kind], clip, spec.from_cell, G.numpy(), g_gates.numpy(),
                                   d_rates.numpy(), g_z.numpy(), g_h0.numpy(), g_c.numpy(), d_alpha_ex.numpy(),
                                   d_eta_ex.numpy(), work, vectors, groups)
@@ -224,5 +239,5 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         d_mod_b = g_z.sum((0, 1)) if modulated else None
         d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
         d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None
-        d_traces0 = G.transpose(0, 1) if ctx.needs_input_grad[3] else None
+        d_traces0 = G if ctx.needs_input_grad[3] else None
         return g_gates, g_h0, g_c, d_traces0, d_weight_hh, d_alpha, d_eta, d_mod_w, d_mod_b, d_fan_w, d_fan_b, None
