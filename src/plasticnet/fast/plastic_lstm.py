@@ -6,16 +6,17 @@ with or without fan-out, or retroactive neuromodulation with the ``clip`` rule; 
 state or the cell), but:
 
 - the forward pass runs without an autograd graph: per step, the gates are a few batched PyTorch operations on
-  pre-allocated buffers, and one kernel call updates every example's traces and computes, while each new trace
-  row is in a register, the next step's plastic drive ``h @ (w + alpha * trace)``;
-- the backward pass is the adjoint recursion written out, step by step: the gates' adjoints as batched PyTorch
-  operations, the traces' as one kernel call a step (two with retroactive modulation) that updates the trace
-  adjoints in place; the gradients of the weights, the modulator and eta as one matrix product over all steps at
-  the end.
+  pre-allocated buffers, and one kernel call updates every example's traces in place and computes, while each new
+  trace row is in a register, the next step's plastic drive ``h @ (w + alpha * trace)``;
+- the backward pass is one kernel call (:func:`~plasticnet.fast.cpu_kernels.lstm_backward`) that runs each
+  example's whole adjoint recursion, gates included, while its traces (recomputed from the initial ones), their
+  adjoints and the weights are in cache, as the plastic RNN's does; the gradients of the weights, the modulator and
+  eta follow as one matrix product each over all steps.
 
-Every trace of the sequence is kept (the PTB small preset: 21 traces of 20 x 199 x 199, 67 MB a layer in float32)
-in buffers that a :class:`~plasticnet.fast.Workspace` keeps from one call to the next. GPUs, and CPUs without the
-kernels, step the cell under autograd instead (:func:`fused_lstm_applies`).
+Only the initial and final traces are kept (and, for long sequences of wide layers, the first of each chunk of about
+sqrt(T) steps: :func:`_chunk_length`); the other buffers are a :class:`~plasticnet.fast.Workspace`'s, kept from one
+call to the next. GPUs, and CPUs without the kernels, step the cell under autograd instead
+(:func:`fused_lstm_applies`).
 """
 
 from __future__ import annotations
@@ -105,9 +106,9 @@ def _alpha_gradient(rows: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 def _chunk_length(steps: int, trace_bytes: int) -> int:
     """The backward pass recomputes a chunk's traces from its first one, one example at a time, in cache, which is
     faster than reading back traces written to memory (as the RNN's). One chunk for the whole sequence where an
-    example's recomputed traces take at most 16 MB (the PTB small preset: 3 MB), for the fewest trace copies forward
-    (measured at 199 units, batch 20, T = 20: forward 7.4 against 11.0 ms with chunks of 5, backward alike); else
-    chunks of about sqrt(T) steps."""
+    example's recomputed traces take at most 16 MB (the PTB small preset: 3 MB): the forward pass then copies no
+    trace but the final one (at 199 units, batch 20, T = 20, chunks of 4, 7 or 20 steps took the same time within
+    the shared machine's noise); else chunks of about sqrt(T) steps."""
     if (steps - 1) * trace_bytes <= _WHOLE_SEQUENCE_WORK_BYTES:
         return steps
     return math.ceil(math.sqrt(steps))
