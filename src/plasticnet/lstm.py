@@ -177,7 +177,7 @@ class PlasticLSTMCell(nn.Module):
     def sequence(self, x: torch.Tensor, state: Optional[LSTMState] = None, fused: bool = False,
                  workspace=None):
         """Run over ``x`` (T, B, input_size); returns outputs (T, B, hidden_size) and the final state. ``fused``
-        runs the whole sequence through :func:`plasticnet.fast.fused_lstm_run` (see :func:`fused_lstm_applies`)
+        runs the whole sequence through :func:`plasticnet.fast.fused_lstm_run` (see :meth:`PlasticLSTM.uses_fused`)
         with the buffers of ``workspace``; otherwise step by step."""
         if state is None:
             state = self.initial_state(x.shape[1])

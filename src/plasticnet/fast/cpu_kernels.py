@@ -16,7 +16,8 @@ Both go example by example, because examples are independent given the weights, 
 Cells covered: tanh units, rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with
 a learned eta or simple neuromodulation (with or without fan-out), and retroactive modulation with the clip rule;
 alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one), or as one row
-(1, N) that every pre-synaptic row shares (a per-neuron alpha; its gradient then goes to one row of ``d_alpha``). GPUs, and CPUs
+(1, N) that every pre-synaptic row shares (a per-neuron alpha; its gradient then goes to one row of ``d_alpha``).
+GPUs, and CPUs
 without Numba or with these kernels switched off (:func:`use_cpu_kernels`), run PyTorch operations instead.
 Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
@@ -484,7 +485,8 @@ def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, clip, 
     for j in range(N):
         d_q[j] = 0
     for i in range(N):
-        p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], _row(alpha, i), w[i], _row(d_alpha, i)
+        p, pb, g_row, t_row, w_row = pre[i], pre_before[i], G[i], trace[i], w[i]
+        a_row, da_row = _row(alpha, i), _row(d_alpha, i)
         acc, acc_before = g_q[i], zero
         for j in range(N):
             tv = t_row[j]
@@ -663,9 +665,9 @@ def lstm_trace_step(traces, pre, q, decay, rate, post, eta, kind, clip, nxt, w, 
 
 
 @_jit
-def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha,
-                           eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0, d_alpha, d_eta, work,
-                           vectors):
+def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w,
+                           w_ifo, w, alpha, eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0,
+                           d_alpha, d_eta, work, vectors):
     """The whole adjoint recursion of example b of a plastic LSTM layer (see :func:`lstm_backward`), with ``work``
     (k - 1, n_traces, N, N) for the traces inside a chunk and ``vectors`` (7, N) for the adjoints of h, c, g and the
     rule's terms."""
@@ -759,8 +761,9 @@ def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rat
 
 
 @_Kernel
-def lstm_backward(first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha, eta, g_out,
-                  kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0, d_alpha, d_eta, work, vectors, groups):
+def lstm_backward(first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha,
+                  eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0, d_alpha, d_eta, work, vectors,
+                  groups):
     """The backward pass of a plastic LSTM layer run with :func:`lstm_trace_step` over T steps, every example at
     once, each example's whole recursion in turn (its traces recomputed chunk by chunk, in cache).
 
@@ -773,14 +776,14 @@ def lstm_backward(first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay,
     adjoints of the final traces and cell on entry, those of the initial ones on return. Writes the adjoints of the
     gates' pre-activations ``g_gates`` (T, B, 4 N), of the rate ``d_rate`` (T, B, N) and of the modulator ``g_z``
     (T, B, 1), the initial hidden state's ``g_h0`` (B, N), each example's alpha gradient (added to ``d_alpha``
-    (B, N or 1, N), as alpha's rows) and eligibility-rate gradient ``d_eta`` (B,). ``work`` (groups, k - 1 or 1, n_traces, N, N),
-    ``vectors`` (groups, 7, N)."""
+    (B, N or 1, N), as alpha's rows) and eligibility-rate gradient ``d_eta`` (B,). ``work`` (groups, k - 1 or 1,
+    n_traces, N, N), ``vectors`` (groups, 7, N)."""
     B = h.shape[1]
     for gr in _prange(groups):
         for b in range(gr * B // groups, (gr + 1) * B // groups):
-            _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w,
-                                   alpha, eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0,
-                                   d_alpha, d_eta, work[gr], vectors[gr])
+            _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w,
+                                   fan_w, w_ifo, w, alpha, eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z,
+                                   g_h0, g_c0, d_alpha, d_eta, work[gr], vectors[gr])
 
 
 def empty_rows(dtype) -> np.ndarray:

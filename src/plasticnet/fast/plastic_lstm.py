@@ -223,10 +223,10 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         dtype = h.numpy().dtype.type
         eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
         arrays = [t.numpy() for t in (h, c, ifo, g, tanh_c, rates, q, decay, mods)]
-        cpu_kernels.lstm_backward(first.numpy(), middle.numpy(), final.numpy(), k, *arrays, *weights, eta_f, g_out.numpy(),
-                                  cpu_kernels.KINDS[spec.kind], clip, spec.from_cell, G.numpy(), g_gates.numpy(),
-                                  d_rates.numpy(), g_z.numpy(), g_h0.numpy(), g_c.numpy(), d_alpha_ex.numpy(),
-                                  d_eta_ex.numpy(), work, vectors, groups)
+        cpu_kernels.lstm_backward(first.numpy(), middle.numpy(), final.numpy(), k, *arrays, *weights, eta_f,
+                                  g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip, spec.from_cell, G.numpy(),
+                                  g_gates.numpy(), d_rates.numpy(), g_z.numpy(), g_h0.numpy(), g_c.numpy(),
+                                  d_alpha_ex.numpy(), d_eta_ex.numpy(), work, vectors, groups)
         ws.release()
         flat = lambda a: a.reshape(T * B, -1)  # noqa: E731
         d_weight_hh = flat(h[:-1]).t() @ flat(g_gates)
