@@ -85,24 +85,30 @@ def compare(library_step, plain_step, device: torch.device, rounds: int) -> tupl
     """Seconds per step of each (the fastest of ``rounds`` interleaved timings, so that load from other processes
     hits both alike and a quiet moment is found for each; 0 rounds: as many as fit in about 4 s, at least 3), and
     the memory of one step of each."""
+    (lib_s, plain_s), (lib_mem, plain_mem) = compare_steps([library_step, plain_step], device, rounds)
+    return lib_s, plain_s, lib_mem, plain_mem
+
+
+def compare_steps(steps, device: torch.device, rounds: int) -> tuple[list[float], list[int]]:
+    """:func:`compare` for any number of steps: their seconds and their memory, in their order."""
     if device.type == "cpu":
         cpu_kernels.warm_up()
     mems = []
-    for step in (library_step, plain_step):
+    for step in steps:
         with _Memory(device) as mem:
             step()
         mems.append(mem.bytes)
-    best = [float("inf"), float("inf")]
+    best = [float("inf")] * len(steps)
     began, n = time.perf_counter(), 0
     while (rounds and n < rounds) or (not rounds and (n < 3 or time.perf_counter() - began < 4.0)):
-        for i, step in enumerate((library_step, plain_step)):
+        for i, step in enumerate(steps):
             _sync(device)
             t0 = time.perf_counter()
             step()
             _sync(device)
             best[i] = min(best[i], time.perf_counter() - t0)
         n += 1
-    return best[0], best[1], mems[0], mems[1]
+    return best, mems
 
 
 def _training_step(model, inputs, loss_fn):
@@ -274,7 +280,8 @@ def _lm_training_step(model, forward, detach, tokens):
 
 def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic", "modplast")) -> list[dict]:
     """Training tokens per second of the small preset's language model (2 layers of 199, 20-step segments),
-    library against the plain per-step formulation with the same weights."""
+    library against the plain per-step formulation with the same weights, and against the library's plain LSTM
+    (the ``lstm`` condition, 2 layers of 200), all three timed in turn in the same loop."""
     from .config import resolve
     from .lstm import detach_state
     from .tasks.ptb import LanguageModel, PtbConfig, matched_hidden_size
@@ -283,35 +290,41 @@ def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic",
     rows = []
     for name in models:
         cfg = resolve(PtbConfig, "ptb", "small", {"model": name})
+        lstm_cfg = resolve(PtbConfig, "ptb", "small", {"model": "lstm"})
         hidden = matched_hidden_size(cfg, 10000)
         for batch in batch_sizes:
             torch.manual_seed(0)
             library = LanguageModel(cfg, 10000, hidden).to(device)
             plain = plain_module.PlainLanguageModel(library).to(device)
+            lstm = LanguageModel(lstm_cfg, 10000, lstm_cfg.hidden_size).to(device)
             tokens = torch.randint(10000, (cfg.bptt + 1, batch), device=device)
             with torch.no_grad():
                 gap = (library(tokens[:-1])[0] - plain(tokens[:-1])[0]).abs().max().item()
             lib_step = _lm_training_step(library, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
             plain_step = _lm_training_step(plain, lambda m, x, s: m(x, s), plain_module.detach, tokens)
-            lib_s, plain_s, lib_mem, plain_mem = compare(lib_step, plain_step, device, rounds)
+            lstm_step = _lm_training_step(lstm, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
+            (lib_s, plain_s, lstm_s), (lib_mem, plain_mem, _) = compare_steps([lib_step, plain_step, lstm_step],
+                                                                              device, rounds)
             per_step = cfg.bptt * batch
             rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
-                         "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "library_mb": lib_mem / 2**20,
-                         "plain_mb": plain_mem / 2**20, "max_logit_difference": gap})
+                         "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "lstm_tps": per_step / lstm_s,
+                         "of_lstm": lstm_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
+                         "max_logit_difference": gap})
     return rows
 
 
 def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     where = _where(device)
     print(f"ptb: small preset language model (10k words, 2 plastic LSTM layers), 20-step segments, training step "
-          f"(forward, backward, clip, SGD); tokens per second; {where}")
+          f"(forward, backward, clip, SGD); tokens per second; 'of LSTM': the plain LSTM's step time over the "
+          f"library's; {where}")
     rows = bench_ptb(batch_sizes, rounds, device)
     print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
-          f"{'library MB':>11} {'plain MB':>9} {'same logits':>12}")
+          f"{'LSTM tok/s':>11} {'of LSTM':>8} {'library MB':>11} {'plain MB':>9} {'same logits':>12}")
     for r in rows:
         print(f"{r['model']:>9} {r['hidden']:>6} {r['batch']:>5} {r['library_tps']:>14.0f} {r['plain_tps']:>12.0f} "
-              f"{r['speedup']:>8.2f}x {r['library_mb']:>11.0f} {r['plain_mb']:>9.0f} "
-              f"{r['max_logit_difference']:>12.1e}")
+              f"{r['speedup']:>8.2f}x {r['lstm_tps']:>11.0f} {r['of_lstm']:>8.2f} {r['library_mb']:>11.0f} "
+              f"{r['plain_mb']:>9.0f} {r['max_logit_difference']:>12.1e}")
     return rows
 
 

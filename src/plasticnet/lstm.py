@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .layers import _check_choice, _make_alpha, make_plasticity, neuromodulator, plastic_drive, trace_step
+from .layers import (_check_choice, _make_alpha, eligibility_rate, make_plasticity, neuromodulator, plastic_drive,
+                     trace_step)
 from .rules import Rule
 
 __all__ = ["LSTMState", "PlasticLSTMCell", "PlasticLSTM", "locked_dropout", "detach_state"]
@@ -167,10 +168,25 @@ class PlasticLSTMCell(nn.Module):
                                        self.eta if self.modulation == "retroactive" else None)
         return h, LSTMState(h, c, hebb, eligibility)
 
-    def sequence(self, x: torch.Tensor, state: Optional[LSTMState] = None):
-        """Run over ``x`` (T, B, input_size); returns outputs (T, B, hidden_size) and the final state."""
+    def eligibility_rate(self) -> torch.Tensor:
+        """The eligibility trace's rate under retroactive modulation, :func:`plasticnet.layers.eligibility_rate` of
+        eta (clamped to [0, 1]), as the step computes it."""
+        return eligibility_rate(self.eta)
+
+    def sequence(self, x: torch.Tensor, state: Optional[LSTMState] = None, fused: bool = False,
+                 workspace=None):
+        """Run over ``x`` (T, B, input_size); returns outputs (T, B, hidden_size) and the final state. ``fused``
+        runs the whole sequence through :func:`plasticnet.fast.fused_lstm_run` (see :meth:`PlasticLSTM.uses_fused`)
+        with the buffers of ``workspace``; otherwise step by step."""
         if state is None:
             state = self.initial_state(x.shape[1])
+        if fused:
+            from .fast.plastic_lstm import fused_lstm_run
+
+            eta = None if self.modulation == "simple" else \
+                self.eligibility_rate() if self.modulation == "retroactive" else self.eta
+            outputs, c, (hebb, eligibility) = fused_lstm_run(self, self.input_drive(x), state, eta, workspace)
+            return outputs, LSTMState(outputs[-1], c, hebb, eligibility)
         outputs = []
         for x_t in self.input_drive(x).unbind(0):
             h, state = self.step(x_t, state)
@@ -193,10 +209,18 @@ class PlasticLSTM(nn.Module):
     list of widths (AWD-LSTM's last layer is as wide as the tied embedding). ``dropout`` is applied between
     layers with one mask per sequence (variational, as AWD-LSTM), in training mode only. Other keywords go to
     every cell.
+
+    ``fused=True`` (default) runs each plastic layer with the ``hebb``, ``oja`` or ``clip`` rule (retroactive
+    modulation: ``clip`` only) through :func:`plasticnet.fast.fused_lstm_run` where its kernels apply (CPU tensors
+    of floats, the Numba kernels on: :meth:`uses_fused`): the same results, faster, with a hand-written backward
+    pass and buffers kept from one call to the next. Other layers step the cell under autograd.
     """
 
     def __init__(self, input_size: int, hidden_size: Union[int, Sequence[int]], num_layers: int = 1,
-                 dropout: float = 0.0, batch_first: bool = False, **cell_kwargs):
+                 dropout: float = 0.0, batch_first: bool = False, fused: bool = True, **cell_kwargs):
+        from .fast import Workspace
+        from .fast.plastic_lstm import fusable_lstm_cell
+
         super().__init__()
         sizes = [hidden_size] * num_layers if isinstance(hidden_size, int) else list(hidden_size)
         if len(sizes) != num_layers or num_layers < 1:
@@ -206,6 +230,8 @@ class PlasticLSTM(nn.Module):
         self.dropout, self.batch_first = dropout, batch_first
         inputs = [input_size] + sizes[:-1]
         self.cells = nn.ModuleList(PlasticLSTMCell(i, h, **cell_kwargs) for i, h in zip(inputs, sizes))
+        self.fused = fused and all(fusable_lstm_cell(cell) for cell in self.cells)
+        self._workspaces = [Workspace() for _ in self.cells]  # the fused path's buffers, kept between calls
 
     @property
     def hidden_sizes(self) -> list[int]:
@@ -214,6 +240,12 @@ class PlasticLSTM(nn.Module):
     def initial_state(self, batch_size: int) -> list[LSTMState]:
         return [cell.initial_state(batch_size) for cell in self.cells]
 
+    def uses_fused(self, x: torch.Tensor) -> bool:
+        """Whether the layers run through the fused sequence on inputs like ``x``."""
+        from .fast.plastic_lstm import fused_lstm_applies
+
+        return self.fused and fused_lstm_applies(x)
+
     def forward(self, x: torch.Tensor, states: Optional[list[LSTMState]] = None):
         if x.dim() != 3:
             raise ConfigError(f"PlasticLSTM expects a 3-D input (T, B, features), got shape {tuple(x.shape)}")
@@ -221,10 +253,10 @@ class PlasticLSTM(nn.Module):
             x = x.transpose(0, 1)
         if states is None:
             states = self.initial_state(x.shape[1])
-        new_states = []
+        new_states, fused = [], self.uses_fused(x)
         for layer, (cell, state) in enumerate(zip(self.cells, states)):
             if layer > 0:
                 x = locked_dropout(x, self.dropout, self.training)
-            x, state = cell.sequence(x, state)
+            x, state = cell.sequence(x, state, fused, self._workspaces[layer])
             new_states.append(state)
         return (x.transpose(0, 1) if self.batch_first else x), new_states

@@ -3,7 +3,8 @@ which one runs a cell."""
 
 from . import cpu_kernels
 from .backends import BACKENDS, resolve, resolve_cell, use_backend
+from .plastic_lstm import fused_lstm_run
 from .recurrence import Workspace, fusable, fusable_cell, fused_cell_run, fused_closed_loop, fused_plastic_rnn
 
-__all__ = ["fused_plastic_rnn", "fused_cell_run", "fused_closed_loop", "fusable", "fusable_cell", "Workspace",
-           "cpu_kernels", "BACKENDS", "use_backend", "resolve", "resolve_cell"]
+__all__ = ["fused_plastic_rnn", "fused_cell_run", "fused_closed_loop", "fused_lstm_run", "fusable", "fusable_cell",
+           "Workspace", "cpu_kernels", "BACKENDS", "use_backend", "resolve", "resolve_cell"]

@@ -15,8 +15,10 @@ Both go example by example, because examples are independent given the weights, 
 
 Cells covered: tanh units, rules of the form ``trace = clip(decay * trace + outer(pre, q))`` (hebb, oja, clip) with
 a learned eta or simple neuromodulation (with or without fan-out), and retroactive modulation with the clip rule;
-alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one); float32 and
-float64 CPU tensors. They are the backend ``numba`` (:mod:`plasticnet.fast.backends`), the ``auto`` choice there.
+alpha as a full (N, N) matrix (:mod:`plasticnet.fast.recurrence` turns the other modes into one), or as one row
+(1, N) that every pre-synaptic row shares (the LSTM's per-neuron alpha; its gradient then goes to one row of
+``d_alpha``); float32 and float64 CPU tensors. They are the backend ``numba`` (:mod:`plasticnet.fast.backends`),
+the ``auto`` choice there, and the plastic LSTM's fused path on CPU (:mod:`plasticnet.fast.plastic_lstm`).
 Indices: ``trace[b, i, j]``, i pre-synaptic, j post-synaptic, as everywhere.
 
 Empty arrays stand for absent arguments (no input bias, no modulator, no fan-out): Numba compiles one version per
@@ -139,9 +141,15 @@ def _cheap_launches() -> bool:
 
 
 @_part
+def _row(alpha, i):
+    """Row i of alpha (N, N), or the one row that a per-neuron alpha (1, N) gives every row (likewise its gradient)."""
+    return alpha[min(i, alpha.shape[0] - 1)]
+
+
+@_part
 def _add_drive(drive, pre, w, alpha, trace_row, i):
     """``drive += pre[i] * (w[i] + alpha[i] * trace_row)``: row i's part of ``pre @ (w + alpha * trace)``."""
-    p, w_row, a_row = pre[i], w[i], alpha[i]
+    p, w_row, a_row = pre[i], w[i], _row(alpha, i)
     for j in range(drive.shape[0]):
         drive[j] += p * (w_row[j] + a_row[j] * trace_row[j])
 
@@ -177,7 +185,7 @@ def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with
     N = pre.shape[0]
     in_place = after.ctypes.data == before.ctypes.data
     for i in range(N):
-        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], alpha[i]
+        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], _row(alpha, i)
         # One loop per case: the compiler vectorises a loop only where it can tell that the rows do not overlap (in
         # place they do: a loop of its own), and a loop of the drive's own beside the update's stopped it too.
         if with_drive and in_place and kind == CLIP:
@@ -217,7 +225,7 @@ def _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b):
         r0, r1, r2, r3 = traces[b, 0, i], traces[b + 1, 0, i], traces[b + 2, 0, i], traces[b + 3, 0, i]
         p0, p1, p2, p3 = pre[b, i], pre[b + 1, i], pre[b + 2, i], pre[b + 3, i]
         n0, n1, n2, n3 = nxt[b, i], nxt[b + 1, i], nxt[b + 2, i], nxt[b + 3, i]
-        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], w[i], alpha[i]
+        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], w[i], _row(alpha, i)
         d0, d1, d2, d3 = drive[b], drive[b + 1], drive[b + 2], drive[b + 3]
         if kind == CLIP:
             for j in range(N):
@@ -257,7 +265,7 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
     in_place = plastic_after.ctypes.data == plastic.ctypes.data
     for i in range(N):
         e_pre, p_row, e_row, pa_row, ea_row = eta * pre[i], plastic[i], elig[i], plastic_after[i], elig_after[i]
-        n, w_row, a_row = nxt[i], w[i], alpha[i]
+        n, w_row, a_row = nxt[i], w[i], _row(alpha, i)
         if with_drive and in_place:  # as in _update
             for j in range(N):
                 v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
@@ -439,7 +447,7 @@ def _through_drive(G, trace, pre, g_a, g_q, w, alpha, d_alpha, decay, kind, clip
     N = pre.shape[0]
     zero = G.dtype.type(0)
     for i in range(N):
-        p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        p, g_row, t_row, a_row, w_row, da_row = pre[i], G[i], trace[i], _row(alpha, i), w[i], _row(d_alpha, i)
         acc = g_q[i]
         for j in range(N):
             tv = t_row[j]
@@ -465,7 +473,8 @@ def _through_drive_and_update(G, trace, pre, g_a, g_q, w, alpha, d_alpha, clip, 
     for j in range(N):
         d_q[j] = 0
     for i in range(N):
-        p, pb, g_row, t_row, a_row, w_row, da_row = pre[i], pre_before[i], G[i], trace[i], alpha[i], w[i], d_alpha[i]
+        p, pb, g_row, t_row, w_row = pre[i], pre_before[i], G[i], trace[i], w[i]
+        a_row, da_row = _row(alpha, i), _row(d_alpha, i)
         acc, acc_before = g_q[i], zero
         for j in range(N):
             tv = t_row[j]
@@ -606,6 +615,163 @@ def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, 
         for b in range(g * B // groups, (g + 1) * B // groups):
             _retro_example_backward(b, starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, clip, G, g_a,
                                     d_rate, g_z, g_h0, d_alpha, d_eta, work[g], vectors[g])
+
+
+# The plastic LSTM (:mod:`plasticnet.fast.plastic_lstm`): the same rules and passes as the RNN's, but the Hebbian
+# term pairs the previous hidden state (pre) with the cell input g, and the rate comes from the new hidden state or
+# cell. Forward, the gates are batched PyTorch operations and :func:`lstm_trace_step` does a step's trace work;
+# backward, :func:`lstm_backward` runs each example's whole recursion, gates included, as :func:`plastic_backward`.
+
+
+@_Kernel
+def lstm_trace_step(traces, pre, q, decay, rate, post, eta, kind, clip, nxt, w, alpha, drive, last, groups):
+    """One step's trace update for every example, in place in ``traces`` (B, n_traces, N, N): with one trace,
+    :func:`_update` (pre, ``q = rate * g``, the rule's ``decay``; examples four by four, as :func:`plastic_step`);
+    with two, :func:`_retro_update` (``rate`` per unit, the eligibility rate ``eta``, ``post`` = g). Unless the step
+    is the ``last``, ``drive`` (B, N) becomes the next step's ``nxt @ (w + alpha * traces)``, the plastic part of
+    its cell input's drive."""
+    B, N = pre.shape
+    retro = traces.shape[1] == 2
+    fours = (B + 3) // 4
+    for g in _prange(groups):
+        for four in range(g * fours // groups, (g + 1) * fours // groups):
+            b0, b1 = 4 * four, min(4 * four + 4, B)
+            for b in range(b0, b1):
+                for j in range(N):
+                    drive[b, j] = 0
+            if retro:
+                for b in range(b0, b1):
+                    n = traces[b]
+                    _retro_update(n[0], n[1], n[0], n[1], pre[b], post[b], rate[b], eta, clip, nxt[b], w, alpha,
+                                  drive[b], not last)
+            elif not last and b1 - b0 == 4:
+                _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0)
+            else:
+                for b in range(b0, b1):
+                    _update(traces[b, 0], traces[b, 0], pre[b], q[b], decay[b], kind, clip, nxt[b], w, alpha,
+                            drive[b], not last)
+
+
+@_jit
+def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w,
+                           w_ifo, w, alpha, eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0,
+                           d_alpha, d_eta, work, vectors):
+    """The whole adjoint recursion of example b of a plastic LSTM layer (see :func:`lstm_backward`), with ``work``
+    (k - 1, n_traces, N, N) for the traces inside a chunk and ``vectors`` (7, N) for the adjoints of h, c, g and the
+    rule's terms."""
+    T, N = g_out.shape[0], h.shape[2]
+    n_chunks = (T + k - 1) // k
+    retro = G.shape[1] == 2
+    one, zero = h.dtype.type(1), h.dtype.type(0)
+    Gb = G[b, 0]
+    if kind == CLIP:
+        _mask(Gb, final[b, 0], clip)
+    g_h, g_prev, d_q, d_decay, g_q, g_c, d_g = (vectors[0], vectors[1], vectors[2], vectors[3], vectors[4],
+                                                vectors[5], vectors[6])
+    _copy(g_h, g_out[T - 1, b])
+    _copy(g_c, g_c0[b])  # the final cell's adjoint on entry
+    d_eta_b = h.dtype.type(0)
+    for ch in range(n_chunks - 1, -1, -1):
+        start, stop = ch * k, min(T, (ch + 1) * k)
+        for t in range(start, stop - 1):  # recomputed, but for the chunk's last trace (the next chunk's first)
+            s = (first[b] if ch == 0 else middle[ch - 1, b]) if t == start else work[t - start - 1]
+            if retro:
+                _retro_update(work[t - start, 0], work[t - start, 1], s[0], s[1], h[t, b], g[t, b], rate[t, b], eta,
+                              clip, g_q, w, alpha, g_q, False)
+            else:
+                _update(work[t - start, 0], s[0], h[t, b], q[t, b], decay[t, b], kind, clip, g_q, w, alpha, g_q,
+                        False)
+        for t in range(stop - 1, start - 1, -1):
+            s = (first[b] if ch == 0 else middle[ch - 1, b]) if t == start else work[t - start - 1]
+            pre, gt, rt, d_r, ift = h[t, b], g[t, b], rate[t, b], d_rate[t, b], ifo[t, b]
+            # Through the trace update: the adjoints of g (d_g) and of the rate (d_r).
+            if retro:
+                d_eta_b -= _retro_through_update(Gb, G[b, 1], s[1], pre, gt, rt, eta, d_q, d_r, g_q)
+                for j in range(N):
+                    d_g[j] = eta * d_q[j]
+                    d_eta_b += d_q[j] * gt[j]
+            else:
+                # The clip rule's update adjoint went with the drive's of the step after, but for the last step's.
+                if kind != CLIP or t == T - 1:
+                    _through_update(Gb, s[0], pre, q[t, b], kind, d_q, d_decay, g_q)
+                qt = q[t, b]
+                for j in range(N):
+                    d_g[j] = rt[j] * d_q[j]
+                    d_r[j] = d_q[j] * gt[j]
+                    if kind == HEBB:
+                        d_r[j] -= d_decay[j]
+                    elif kind == OJA:
+                        d_g[j] -= (qt[j] + qt[j]) * d_decay[j]
+                        d_r[j] -= gt[j] * gt[j] * d_decay[j]
+            # Through the modulator, to the hidden state or the cell that fed it.
+            if mod_w.shape[0] > 0:
+                d_m = h.dtype.type(0)
+                if fan_w.shape[0] > 0:
+                    for j in range(N):
+                        d_m += d_r[j] * fan_w[j, 0]
+                else:
+                    for j in range(N):
+                        d_m += d_r[j]
+                m = mod[t, b, 0]
+                gz = d_m * (one - m * m)
+                g_z[t, b, 0] = gz
+                src = g_c if from_cell else g_h
+                for j in range(N):
+                    src[j] += gz * mod_w[0, j]
+            # Through h = o tanh(c), c = f c_prev + i g and the gates' nonlinearities.
+            ga, c_prev, tc = g_gates[t, b], c[t, b], tanh_c[t, b]
+            for j in range(N):
+                i_, f_, o_, gj, tcj = ift[j], ift[N + j], ift[2 * N + j], gt[j], tc[j]
+                gc = g_c[j] + g_h[j] * o_ * (one - tcj * tcj)
+                ga[j] = gc * gj * i_ * (one - i_)
+                ga[N + j] = gc * c_prev[j] * f_ * (one - f_)
+                ga[2 * N + j] = g_h[j] * tcj * o_ * (one - o_)
+                ga[3 * N + j] = (d_g[j] + gc * i_) * (one - gj * gj)
+                g_c[j] = gc * f_
+            # Through the cell input's drive h[t] @ (w + alpha * trace) (and the clip rule's update the step before).
+            g_a = ga[3 * N:]
+            if not retro and kind == CLIP and t > 0:
+                _through_drive_and_update(Gb, s[0], pre, g_a, g_q, w, alpha, d_alpha[b], clip, g_prev, h[t - 1, b],
+                                          q[t - 1, b], d_q)
+            else:
+                _through_drive(Gb, s[0], pre, g_a, g_q, w, alpha, d_alpha[b], decay[t, b], CLIP if retro else kind,
+                               clip, kind == CLIP and t > 0, g_prev)
+            # Through the other gates' drive h[t] @ w_ifo, and the output.
+            for i in range(N):
+                acc, row = g_prev[i], w_ifo[i]
+                for j in range(3 * N):
+                    acc += row[j] * ga[j]
+                g_prev[i] = acc + (g_out[t - 1, b, i] if t > 0 else zero)
+            g_h, g_prev = g_prev, g_h
+    _copy(g_h0[b], g_h)
+    _copy(g_c0[b], g_c)
+    d_eta[b] = d_eta_b
+
+
+@_Kernel
+def lstm_backward(first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w, fan_w, w_ifo, w, alpha,
+                  eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z, g_h0, g_c0, d_alpha, d_eta, work, vectors,
+                  groups):
+    """The backward pass of a plastic LSTM layer run with :func:`lstm_trace_step` over T steps, every example at
+    once, each example's whole recursion in turn (its traces recomputed chunk by chunk, in cache).
+
+    ``first``, ``final`` (B, n_traces, N, N): the initial and final traces, ``middle`` (ceil(T / k) - 1, B,
+    n_traces, N, N) those before steps k, 2k...;
+    ``h``, ``c`` (T + 1, B, N); the gates after their nonlinearities, ``ifo`` (T, B, 3 N) and ``g`` (T, B, N);
+    ``tanh_c`` (T, B, N) of c[1:]; ``rate``, ``q``, ``decay`` (T, B, N) and ``mod`` (T, B, 1) as the steps left
+    them; ``w_ifo`` (N, 3 N) the other gates' recurrent weights; ``eta`` the eligibility rate (retroactive
+    modulation); ``g_out`` (T, B, N) the adjoints of h[1:]; ``G`` (B, n_traces, N, N) and ``g_c0`` (B, N) hold the
+    adjoints of the final traces and cell on entry, those of the initial ones on return. Writes the adjoints of the
+    gates' pre-activations ``g_gates`` (T, B, 4 N), of the rate ``d_rate`` (T, B, N) and of the modulator ``g_z``
+    (T, B, 1), the initial hidden state's ``g_h0`` (B, N), each example's alpha gradient (added to ``d_alpha``
+    (B, N or 1, N), as alpha's rows) and eligibility-rate gradient ``d_eta`` (B,). ``work`` (groups, k - 1 or 1,
+    n_traces, N, N), ``vectors`` (groups, 7, N)."""
+    B = h.shape[1]
+    for gr in _prange(groups):
+        for b in range(gr * B // groups, (gr + 1) * B // groups):
+            _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rate, q, decay, mod, mod_w,
+                                   fan_w, w_ifo, w, alpha, eta, g_out, kind, clip, from_cell, G, g_gates, d_rate, g_z,
+                                   g_h0, g_c0, d_alpha, d_eta, work[gr], vectors[gr])
 
 
 def empty_rows(dtype) -> np.ndarray:
