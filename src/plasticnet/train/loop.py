@@ -18,6 +18,7 @@ not time yet) is logged with that point.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
 from ..tasks import get_task
 from . import checkpoint as ckpt
+from . import distributed
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -64,9 +66,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def _keep_metrics_up_to(run_dir: Path, iteration: int) -> tuple[float, float]:
     """On resume, drop points logged after the checkpoint: those iterations are trained again. Returns the
-    training time and CPU time logged up to the checkpoint, from which the resumed run's clocks continue."""
+    training time and CPU time logged up to the checkpoint, from which the resumed run's clocks continue.
+    Under torchrun every process reads them, then rank 0 alone rewrites the file."""
     kept = [m for m in read_metrics(run_dir) if m["iteration"] <= iteration]
-    (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
+    distributed.barrier()
+    if distributed.rank() == 0:
+        (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
     if not kept:
         return 0.0, 0.0
     return kept[-1]["seconds"], kept[-1].get("cpu_seconds", kept[-1]["seconds"])
@@ -138,17 +143,27 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     resumes, reach the budget: runs that share cores get the same compute whatever else the machine does.
     Ctrl-C or SIGTERM (what schedulers and ``kill`` send) ends the run after the iteration under way, with a
     checkpoint, then raises KeyboardInterrupt: no finished iteration is lost.
+
+    Under torchrun (:mod:`.distributed`) the K processes train one run on shards of each batch; rank 0 alone
+    writes ``out_dir``, and ``config.json`` records ``world_size``.
     """
     task = get_task(task_name)
     out = Path(out_dir)
     if not resume and (out / ckpt.CHECKPOINT).exists():
         raise ConfigError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    (out / CONFIG).write_text(json.dumps({"task": task_name, "preset": preset, "config": to_dict(cfg)}, indent=2))
+    device_name, own_group = distributed.start(cfg.device)
+    main = distributed.rank() == 0
+    device = resolve_device(device_name)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).write_text(json.dumps({"task": task_name, "preset": preset,
+                                              "world_size": distributed.world_size(), "config": to_dict(cfg)},
+                                             indent=2))
 
     ckpt.seed_everything(cfg.seed)
     experiment = task.experiment(cfg, device)
+    if distributed.world_size() > 1 and not getattr(experiment, "data_parallel", False):
+        raise ConfigError(f"the {task_name} task does not train under torchrun yet; run it as one process")
     start, seconds_before, cpu_before = 0, 0.0, 0.0
     if resume:
         state = ckpt.load(out / ckpt.CHECKPOINT, device)
@@ -158,22 +173,25 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
         seconds_before, cpu_before = _keep_metrics_up_to(out, start)
 
     def save(iteration: int) -> None:
-        ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
-                          "experiment": experiment.state_dict(), "rng": ckpt.rng_state()}, out / ckpt.CHECKPOINT)
+        if main:
+            ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
+                              "experiment": experiment.state_dict(), "rng": ckpt.rng_state()},
+                             out / ckpt.CHECKPOINT)
 
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
     total = total_iterations(cfg, experiment)
     log_extra = getattr(experiment, "log_extra", None)
-    writer = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resume else None)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resume else None) if main else \
+        distributed.NullWriter()
     validate = getattr(experiment, "validate", None)
     sums: dict[str, torch.Tensor] = {}
     count = 0
     began, cpu_began = time.monotonic(), time.process_time()
     iteration = start
-    bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=start, disable=not progress or not main, desc=task_name, dynamic_ncols=True)
     try:
-        with _StopRequests() as stop, (out / METRICS).open("a") as log:
+        with _StopRequests() as stop, open(out / METRICS if main else os.devnull, "a") as log:
             while iteration < total and not (cpu_budget is not None and cpu_before >= cpu_budget):
                 values = experiment.step(iteration)
                 iteration += 1
@@ -187,6 +205,7 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                     point = {**{k: float(v) / count for k, v in sums.items()}, **(extra or {})}
                     if validate is not None:
                         point.update(validate(iteration, last))
+                    point = distributed.mean(point)
                     seconds = seconds_before + time.monotonic() - began
                     cpu_seconds = cpu_before + time.process_time() - cpu_began
                     record = {"iteration": iteration, "seconds": round(seconds, 3),
@@ -197,14 +216,14 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
                         writer.add_scalar(k, v, iteration)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in point.items()})
                     sums, count = {}, 0
-                    done_early = (stop_when is not None and stop_when(point)) or (
+                    done_early = distributed.any_of((stop_when is not None and stop_when(point)) or (
                         time_budget is not None and time.monotonic() - began > time_budget) or (
-                        cpu_budget is not None and cpu_seconds >= cpu_budget)
+                        cpu_budget is not None and cpu_seconds >= cpu_budget))
                     if done_early:
                         break
                 if iteration % cfg.save_every == 0:
                     save(iteration)
-                if stop.requested:
+                if distributed.any_of(stop.requested):
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         save(iteration)
@@ -214,4 +233,6 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
         writer.close()
     save(iteration)
     bar.close()
+    if own_group:
+        distributed.stop()
     return out
