@@ -55,6 +55,7 @@ def metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # torchrun launches 2 processes: 10-40 s, by how busy the machine is
 def test_pattern_two_processes_follow_one(tmp_path):
     result = torchrun(*PATTERN, "--iterations", "6", "--out", str(tmp_path / "two"))
     assert result.stdout.count("run saved in") == 1  # rank 0 alone reports and writes
@@ -78,6 +79,7 @@ def test_pattern_two_processes_follow_one(tmp_path):
         assert a["error"] == pytest.approx(b["error"], abs=1e-6) and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_maze_two_processes_follow_one_and_resume(tmp_path):
     two = tmp_path / "two"
     torchrun(*MAZE, "--iterations", "2", "--out", str(two))

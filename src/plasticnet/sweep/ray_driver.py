@@ -66,7 +66,7 @@ def run_sweep(sweep: Sweep, out: Path, address: Optional[str] = None, cpus: Opti
         pending = {task.remote(sweep.task, r.preset, r.settings, r.seed, str(out / r.path), sweep.time_budget,
                                sweep.cpu_budget): r for r in todo}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up for Ctrl-C
             for ref in ready:
                 run = pending.pop(ref)
                 finished = len(runs) - counts["skipped"] - len(pending)
