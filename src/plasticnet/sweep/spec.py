@@ -163,6 +163,9 @@ def from_dict(raw: dict, where: str = "sweep") -> Sweep:
     if report.get("metric") is not None and not isinstance(report["metric"], str):
         raise ConfigError(f"{where}: [report] metric must be a metric's name, e.g. {metrics[0]!r}")
     for run in sweep.runs():
+        if "/" in run.condition or "\\" in run.condition:
+            raise ConfigError(f"{where}: a grid value makes the folder name {run.condition!r}; use values without "
+                              f"slashes")
         _check_types(task, run.settings, f"{where}: run {run.path}")
         try:
             run.config(task)
