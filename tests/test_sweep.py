@@ -61,6 +61,16 @@ def test_the_minimal_file_gives_conditions_times_seeds(tmp_path):
     assert runs[0].config("pattern").lr == 3e-4  # the preset's, where no table changes it
 
 
+@pytest.mark.parametrize("name", ["pattern-50bit", "maze-2019", "cue-reward", "ptb-small", "omniglot"])
+def test_the_shipped_sweep_files_resolve(name):
+    from plasticnet.sweep.spec import load
+
+    sweep = load(Path(__file__).parent.parent / "sweeps" / f"{name}.toml")
+    assert len(sweep.runs()) == len(sweep.seeds) * len(sweep.condition_names()) >= 5
+    if name == "ptb-small":  # the small PTB table: four conditions x a grid, 16 runs each
+        assert len(sweep.seeds) == 16 and len(sweep.condition_names()) == 8
+
+
 def test_grid_points_are_conditions_and_a_condition_may_pick_its_preset():
     sweep = from_dict({"task": "maze", "preset": "paper-2019", "seeds": 2, "grid": {"lr": [1e-3, 1e-4]},
                        "conditions": {"modplast": {}, "rnn": {"preset": "paper-2019-rnn"}}})
