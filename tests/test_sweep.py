@@ -297,13 +297,13 @@ class LoopbackCluster:
         for node in reversed(self.nodes):
             if node.poll() is None:
                 os.killpg(node.pid, signal.SIGTERM)
-        for node in reversed(self.nodes):
+        for node in reversed(self.nodes):  # `ray start --block` stops its processes on SIGTERM, not always at once
             try:
-                node.wait(timeout=30)
+                node.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 node.kill()
                 node.wait()
-        time.sleep(2)  # time for the nodes' processes to end on their own, then whatever is left is ended
+        time.sleep(1)  # then whatever is left of the nodes is ended
         for pid in below:
             try:
                 os.kill(pid, signal.SIGKILL)
