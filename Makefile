@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(BIN)/plasticnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip show torch >/dev/null 2>&1 || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev,docs,triton]"
+	$(BIN)/python -m pip install -q -e ".[dev,docs,sweep,triton]"
 	touch $@
 
 setup: $(BIN)/plasticnet

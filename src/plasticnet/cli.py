@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -123,7 +124,8 @@ def _run_train(args) -> int:
         out = args.out or Path("runs") / args.task / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         out = train(args.task, cfg, out, preset=args.preset, progress=not args.no_progress,
                     time_budget=args.time_budget, cpu_budget=args.cpu_budget, on_nonfinite=args.on_nonfinite)
-    print(f"run saved in {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the process that wrote the run says so
+        print(f"run saved in {out}")
     return 0
 
 
@@ -285,6 +287,7 @@ def _run_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.commands import register as register_data
+    from .sweep.commands import register as register_sweep
 
     parser = _Parser(prog="plasticnet", description="Plastic and neuromodulated plastic networks: "
                                                    "train, evaluate, plot and benchmark the papers' experiments.")
@@ -299,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_demo(sub)
     register_data(sub)
+    register_sweep(sub)
     return parser
 
 

@@ -79,10 +79,12 @@ class BatchedEnv(ABC):
         self._start()
         return self.observe()
 
-    def draw_episode_seeds(self) -> torch.Tensor:
-        """The next B episode seeds from ``generator``: what :meth:`reset` draws when given none. Drawing them apart
-        from the reset lets a caller run the episode where no random numbers may be drawn (a CUDA graph)."""
-        return torch.randint(0, EPISODE_SEED_RANGE, (self.batch_size,), generator=self.generator, device=self.device)
+    def draw_episode_seeds(self, count: int | None = None) -> torch.Tensor:
+        """The next B (or ``count``) episode seeds from ``generator``: what :meth:`reset` draws when given none.
+        Drawing them apart from the reset lets a caller run the episode where no random numbers may be drawn (a
+        CUDA graph), or run a shard of a larger batch (data-parallel training)."""
+        return torch.randint(0, EPISODE_SEED_RANGE, (count or self.batch_size,), generator=self.generator,
+                             device=self.device)
 
     def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Act in all B episodes; return the next observation, the reward and whether the episodes have ended.

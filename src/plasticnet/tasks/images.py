@@ -30,6 +30,7 @@ from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError
 from ..layers import ALPHA_MODES, PlasticRNNCell
 from ..rules import RULES
+from ..train import distributed
 from ..train.checkpoint import read_model
 
 MODELS = ("plastic", "rnn")
@@ -211,6 +212,7 @@ class ImagesExperiment:
     the trivial completions ``val_zero_mse``, ``val_mean_mse`` and ``val_minus_mean_mse`` (see :func:`baselines`)."""
 
     metrics = ("mse", "loss")
+    data_parallel = True  # under torchrun, each process trains its shard of the global batch
 
     def __init__(self, cfg: ImagesConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -220,10 +222,15 @@ class ImagesExperiment:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
         self.held_out = held_out_episodes(cfg, self.held_out_pool, cfg.eval_episodes, cfg.seed + 1)
+        self.shard = distributed.shard(cfg.batch_size)
+        self.net = distributed.wrap(self.model)
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
-        episodes = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator)
-        output = self.model(episodes)
+        e = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator)
+        s = self.shard
+        episodes = Episodes(e.values[:, s], e.clamped[:, s], e.every_unit, e.shown[s], e.probe[s], e.target[s],
+                            e.erased[s])
+        output = self.net(episodes)
         loss = (output - episodes.target).square().sum(-1).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -33,6 +33,7 @@ from ..data.local import resolve_data
 from ..errors import CheckpointError, ConfigError, DataError
 from ..layers import ACTIVATIONS, ALPHA_MODES, PlasticLinear
 from ..rules import RULES
+from ..train import distributed
 from ..train.checkpoint import read_model
 
 SIZE = 31
@@ -289,6 +290,7 @@ class OmniglotExperiment:
     (no learning from them)."""
 
     metrics = ("accuracy", "loss")
+    data_parallel = True  # under torchrun, each process trains its shard of the global batch
 
     def __init__(self, cfg: OmniglotConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -301,6 +303,8 @@ class OmniglotExperiment:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
+        self.shard = distributed.shard(cfg.batch_size)
+        self.net = distributed.wrap(self.model)
 
     def learning_rate(self, iteration: int) -> float:
         episodes_so_far = iteration * self.cfg.batch_size
@@ -309,8 +313,9 @@ class OmniglotExperiment:
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(iteration)
-        episodes = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator)
-        output = self.model(episodes)
+        e = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator)
+        episodes = Episodes(e.images[:, self.shard], e.labels[:, self.shard], e.target[self.shard])
+        output = self.net(episodes)
         loss = episode_loss(output, episodes.target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

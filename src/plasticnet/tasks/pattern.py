@@ -20,6 +20,7 @@ from ..config import RunConfig, require_choice, require_positive, require_range
 from ..errors import ConfigError
 from ..layers import ALPHA_MODES, PlasticRNN
 from ..rules import RULES
+from ..train import distributed
 
 MODELS = ("plastic", "rnn", "lstm")
 
@@ -159,9 +160,11 @@ def make_model(cfg: PatternConfig) -> nn.Module:
 
 class PatternExperiment:
     """One Adam step per batch of episodes; loss = squared error on the P pattern neurons at the last step,
-    summed over bits and averaged over the batch (with batch 1, exactly the paper's loss)."""
+    summed over bits and averaged over the batch (with batch 1, exactly the paper's loss). Under torchrun each
+    process draws the global batch and trains on its shard (:mod:`plasticnet.train.distributed`)."""
 
     metrics = ("error", "loss")
+    data_parallel = True
 
     def __init__(self, cfg: PatternConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -169,10 +172,13 @@ class PatternExperiment:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
+        self.shard = distributed.shard(cfg.batch_size)
+        self.net = distributed.wrap(self.model)
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         shown, target = make_episodes(self.cfg, self.cfg.batch_size, self.generator, self.device)
-        output = self.model(shown)
+        shown, target = shown[:, self.shard], target[self.shard]
+        output = self.net(shown)
         loss = (output - target).square().sum(-1).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -31,6 +31,7 @@ from ..fast import Workspace, fused_closed_loop
 from ..fast.backends import check_backend, resolve_cell
 from ..layers import ALPHA_MODES, describe_backend, make_plasticity
 from . import checkpoint as ckpt
+from . import distributed
 from .cuda_graph import GraphedIteration
 
 BASELINES = ("own", "element0")
@@ -131,11 +132,14 @@ class EpisodeDraws(NamedTuple):
     uniform: Optional[torch.Tensor]
 
 
-def draw_episode(env, generator: torch.Generator, greedy: bool = False) -> EpisodeDraws:
-    """The next episode's draws: seeds from the environment's generator, action noise from ``generator``."""
-    uniform = None if greedy else torch.rand((env.episode_length, env.batch_size, env.n_actions), generator=generator,
+def draw_episode(env, generator: torch.Generator, greedy: bool = False,
+                 batch_size: Optional[int] = None) -> EpisodeDraws:
+    """The next episode's draws: seeds from the environment's generator, action noise from ``generator``; for
+    ``batch_size`` environments (default: ``env``'s own)."""
+    batch_size = batch_size or env.batch_size
+    uniform = None if greedy else torch.rand((env.episode_length, batch_size, env.n_actions), generator=generator,
                                              device=env.device)
-    return EpisodeDraws(env.draw_episode_seeds(), uniform)
+    return EpisodeDraws(env.draw_episode_seeds(batch_size), uniform)
 
 
 def rollout(agent: RecurrentAgent, env, generator: torch.Generator, watch=None, greedy: bool = False) -> Episode:
@@ -258,13 +262,20 @@ def a2c_loss(logits: torch.Tensor, actions: torch.Tensor, values: torch.Tensor, 
 
 
 class A2CExperiment:
-    """The training step the shared loop calls: one episode on ``batch_size`` environments, one update."""
+    """The training step the shared loop calls: one episode on ``batch_size`` environments, one update. Under
+    torchrun each process draws the global batch's episodes and runs its shard of them
+    (:mod:`plasticnet.train.distributed`); the episodes of a batch are independent given their draws."""
 
     metrics = ("reward", "loss", "grad_norm")
+    data_parallel = True
 
     def __init__(self, cfg: A2CConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.env = cfg.make_env(cfg.batch_size, device, seed=cfg.seed)
+        self.shard = distributed.shard(cfg.batch_size)
+        if distributed.world_size() > 1 and cfg.baseline == "element0":
+            raise ConfigError("baseline element0 couples the whole batch to its first episode and does not split "
+                              "across processes; use --baseline own under torchrun")
+        self.env = cfg.make_env(self.shard.stop - self.shard.start, device, seed=cfg.seed)
         self.model = make_agent(cfg, self.env).to(device)
         resolve_cell(self.model.backend, self.model.cell)  # a backend that cannot run here is refused now
         # On a GPU, Adam's update in one fused kernel: it runs outside the graph, where every launch counts.
@@ -273,12 +284,15 @@ class A2CExperiment:
         # Actions get a stream of their own, apart from the environment's episode seeds.
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed + 0x5EED)
-        self.graphed = device.type == "cuda" and cfg.cuda_graph
+        # Data-parallel runs launch eagerly: DDP's all-reduce runs between the backward pass and the clipping.
+        self.graphed = device.type == "cuda" and cfg.cuda_graph and distributed.world_size() == 1
         self._gradients = GraphedIteration(self._graph_gradients) if self.graphed else self._episode_gradients
+        self._run = distributed.wrap(distributed.Apply(self.model))
         self._graph_workspace = Workspace() if self.graphed else None
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
-        values = self._gradients(*draw_episode(self.env, self.generator))
+        draws = draw_episode(self.env, self.generator, batch_size=self.cfg.batch_size)
+        values = self._gradients(draws.episode_seeds[self.shard], draws.uniform[:, self.shard])
         if iteration >= self.cfg.burn_in:
             self.optimizer.step()
         return values
@@ -286,7 +300,7 @@ class A2CExperiment:
     def _episode_gradients(self, episode_seeds: torch.Tensor, uniform: torch.Tensor) -> dict[str, torch.Tensor]:
         """One episode, its loss and clipped gradients in the parameters' ``.grad``; no update."""
         cfg = self.cfg
-        episode = run_episode(self.model, self.env, EpisodeDraws(episode_seeds, uniform))
+        episode = self._run(run_episode, self.env, EpisodeDraws(episode_seeds, uniform))
         returns = discounted_returns(episode.rewards, cfg.gamma)
         loss = a2c_loss(episode.logits, episode.actions, episode.values, returns,
                         cfg.entropy_coef, cfg.value_coef, cfg.baseline)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NonFiniteError, PlasticnetError
 from . import checkpoint as ckpt
+from . import distributed
 from .lock import LOCK, RunLock
 from .nonfinite import MODES, NonFiniteGuard, NonFiniteStep, first_non_finite, weights_finite
 
@@ -100,7 +102,10 @@ def _keep_metrics_up_to(run_dir: Path, iteration: int) -> tuple[float, float]:
     line. Returns the training time and CPU time logged up to the checkpoint, from which the resumed run's clocks
     continue."""
     kept = [m for m in read_metrics(run_dir) if m["iteration"] <= iteration]
-    ckpt._write_atomic(Path(run_dir) / METRICS, lambda f: f.write("".join(json.dumps(m) + "\n" for m in kept).encode()))
+    distributed.barrier()  # under torchrun every process reads them, then rank 0 alone rewrites the file
+    if distributed.rank() == 0:
+        ckpt._write_atomic(Path(run_dir) / METRICS,
+                           lambda f: f.write("".join(json.dumps(m) + "\n" for m in kept).encode()))
     if not kept:
         return 0.0, 0.0
     return kept[-1]["seconds"], kept[-1].get("cpu_seconds", kept[-1]["seconds"])
@@ -225,6 +230,9 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     refuses non-finite weights). ``"skip"`` leaves such iterations out (no update, no contribution to the averages)
     and logs how many as ``skipped``. A failed write (a full disk) raises :class:`CheckpointError` and keeps the
     previous checkpoint.
+
+    Under torchrun (:mod:`.distributed`) the K processes train one run on shards of each batch; rank 0 alone
+    prepares, locks and writes ``out_dir``, and ``config.json`` records ``world_size``.
     """
     task = get_task(task_name)
     if on_nonfinite not in MODES:
@@ -232,18 +240,26 @@ def train(task_name: str, cfg, out_dir: Path, preset: str = "", resume: bool = F
     check_budget("--time-budget", time_budget)
     check_budget("--cpu-budget", cpu_budget)
     out = Path(out_dir)
-    device = resolve_device(cfg.device)
-    created = not out.exists()
-    _prepare_run_directory(out, resume)
+    device_name, own_group = distributed.start(cfg.device)
     try:
-        return _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, time_budget, cpu_budget,
-                         on_nonfinite, replace, device)
-    except PlasticnetError:
-        if created and not (out / METRICS).exists():  # it failed before training (bad data): leave nothing behind
-            import shutil
+        device = resolve_device(device_name)
+        if distributed.rank() != 0:
+            return _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when, time_budget,
+                                 cpu_budget, on_nonfinite, device)
+        created = not out.exists()
+        _prepare_run_directory(out, resume)
+        try:
+            return _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, time_budget,
+                             cpu_budget, on_nonfinite, replace, device)
+        except PlasticnetError:
+            if created and not (out / METRICS).exists():  # it failed before training (bad data): leave nothing
+                import shutil
 
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    finally:
+        if own_group:
+            distributed.stop()
 
 
 def _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, time_budget, cpu_budget, on_nonfinite,
@@ -264,11 +280,16 @@ def _train_in(out, task, task_name, cfg, preset, resume, progress, stop_when, ti
 
 def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when, time_budget, cpu_budget,
                   on_nonfinite, device) -> Path:
-    config_text = json.dumps({"task": task_name, "preset": preset, "config": to_dict(cfg)}, indent=2)
-    ckpt._write_atomic(out / CONFIG, lambda f: f.write(config_text.encode()))
+    main = distributed.rank() == 0
+    if main:
+        config_text = json.dumps({"task": task_name, "preset": preset, "world_size": distributed.world_size(),
+                                  "config": to_dict(cfg)}, indent=2)
+        ckpt._write_atomic(out / CONFIG, lambda f: f.write(config_text.encode()))
 
     ckpt.seed_everything(cfg.seed)
     experiment = task.experiment(cfg, device)
+    if distributed.world_size() > 1 and not getattr(experiment, "data_parallel", False):
+        raise ConfigError(f"the {task_name} task does not train under torchrun yet; run it as one process")
     start, seconds_before, cpu_before, saved_at, state = 0, 0.0, 0.0, None, None
     if resume:
         state = ckpt.load(out / ckpt.CHECKPOINT, device)
@@ -290,9 +311,10 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
             _stop_non_finite(iteration, "weights", math.nan)
         # the metric window under way too, so that a resumed run logs exactly what an uninterrupted one would
         window = {"sums": sums, "count": count, "skipped": skipped}
-        ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
-                          "experiment": experiment.state_dict(), "rng": ckpt.rng_state(), "window": window},
-                         out / ckpt.CHECKPOINT)
+        if main:
+            ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
+                              "experiment": experiment.state_dict(), "rng": ckpt.rng_state(),
+                              "window": window}, out / ckpt.CHECKPOINT)
         saved_at = iteration
 
     def _stop_non_finite(iteration: int, metric: str, value: float):
@@ -304,7 +326,7 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
     total = total_iterations(cfg, experiment)
-    writer = SummaryWriter(str(out / TENSORBOARD), purge_step=start + 1)
+    writer = SummaryWriter(str(out / TENSORBOARD), purge_step=start + 1) if main else distributed.NullWriter()
     validate = getattr(experiment, "validate", None)
     sums: dict[str, torch.Tensor] = {}
     count = skipped = 0
@@ -312,9 +334,9 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
         sums, count, skipped = state["window"]["sums"], state["window"]["count"], state["window"]["skipped"]
     began, cpu_began = time.monotonic(), time.process_time()
     iteration = start
-    bar = tqdm(total=total, initial=start, disable=not progress, desc=task_name, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=start, disable=not progress or not main, desc=task_name, dynamic_ncols=True)
     try:
-        with _StopRequests() as stop, (out / METRICS).open("a") as log:
+        with _StopRequests() as stop, open(out / METRICS if main else os.devnull, "a") as log:
             while iteration < total and not (cpu_budget is not None and cpu_before >= cpu_budget):
                 skipped_before = guard.skipped if guard is not None else 0
                 try:
@@ -340,6 +362,7 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
                     point = {**{k: float(v) / count for k, v in sums.items()}, **(extra or {})}
                     if on_nonfinite == "skip":
                         point["skipped"] = skipped
+                    point = distributed.mean(point)
                     seconds = seconds_before + time.monotonic() - began
                     cpu_seconds = cpu_before + time.process_time() - cpu_began
                     record = {"iteration": iteration, "seconds": round(seconds, 3),
@@ -354,14 +377,14 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
                         writer.add_scalar(k, v, iteration)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in point.items()})
                     sums, count, skipped = {}, 0, 0
-                    done_early = (stop_when is not None and stop_when(point)) or (
+                    done_early = distributed.any_of((stop_when is not None and stop_when(point)) or (
                         time_budget is not None and time.monotonic() - began > time_budget) or (
-                        cpu_budget is not None and cpu_seconds >= cpu_budget)
+                        cpu_budget is not None and cpu_seconds >= cpu_budget))
                     if done_early:
                         break
                 if iteration % cfg.save_every == 0:
                     save(iteration)
-                if stop.requested:
+                if distributed.any_of(stop.requested):
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         save(iteration)
