@@ -140,10 +140,11 @@ def _ratios(errors: dict, autograd: dict) -> dict:
     return {k: errors[k] / max(autograd[k], F32_FLOOR * EPS32) for k in errors}
 
 
-SMALL = [dict(rule="hebb", alpha="full"), dict(rule="oja", alpha="per_neuron", modulation="simple"),
+# Modulation takes only the bounded rules (the layers refuse hebb and oja with a neuromodulator).
+SMALL = [dict(rule="hebb", alpha="full"), dict(rule="oja", alpha="per_neuron"),
          dict(rule="clip", alpha="scalar", modulation="simple", fanout=True),
-         dict(rule="hebb", alpha="per_neuron", modulation="simple", fanout=True), dict(rule="oja", alpha="scalar"),
-         dict(rule="clip", alpha="full", modulation="simple")]
+         dict(rule="clip", alpha="per_neuron", modulation="simple", fanout=True), dict(rule="oja", alpha="scalar"),
+         dict(rule="clip", alpha="full", modulation="simple"), dict(rule="hebb", alpha="scalar")]
 
 
 @_needs_triton()

@@ -290,7 +290,7 @@ class _FusedPlasticRNN(torch.autograd.Function):
     def backward(ctx, g_out, g_traces_final):
         if torch.is_grad_enabled():  # create_graph=True: the gradient itself would need a gradient
             raise ConfigError("the fused recurrence's backward pass is not differentiable; for second derivatives "
-                              "(create_graph=True, double backward) build the layer or agent with fused=False")
+                              "(create_graph=True, double backward) build the layer or agent with backend='reference'")
         if getattr(ctx, "kernels", False):
             return _kernel_backward(ctx, g_out, g_traces_final)
         if ctx.run.backend == "triton":

@@ -49,7 +49,8 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 # What plasticnet writes in a run directory (the demo adds its curve): the only entries it may ever remove.
-RUN_ENTRIES = (CONFIG, METRICS, TENSORBOARD, ckpt.CHECKPOINT, LOCK, "curve.png")
+# `plasticnet sweep` adds its markers (plasticnet.sweep.runs: done.json, the running heartbeat, failed.txt).
+RUN_ENTRIES = (CONFIG, METRICS, TENSORBOARD, ckpt.CHECKPOINT, LOCK, "curve.png", "done.json", "running", "failed.txt")
 
 
 def resolve_device(name: str) -> torch.device:
