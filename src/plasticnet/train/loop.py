@@ -49,8 +49,10 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 # What plasticnet writes in a run directory (the demo adds its curve): the only entries it may ever remove.
-# `plasticnet sweep` adds its markers (plasticnet.sweep.runs: done.json, the running heartbeat, failed.txt).
-RUN_ENTRIES = (CONFIG, METRICS, TENSORBOARD, ckpt.CHECKPOINT, LOCK, "curve.png", "done.json", "running", "failed.txt")
+RUN_ENTRIES = (CONFIG, METRICS, TENSORBOARD, ckpt.CHECKPOINT, LOCK, "curve.png")
+# What `plasticnet sweep` adds beside them (plasticnet.sweep.runs: the running heartbeat, done.json, failed.txt):
+# accepted in a run directory, and left for the sweep to manage.
+SWEEP_MARKERS = ("running", "done.json", "failed.txt")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -186,7 +188,8 @@ def _prepare_run_directory(out: Path, resume: bool) -> None:
             raise ConfigError(f"cannot create the run directory {out} ({exc.strerror}); choose a writable --out") \
                 from None
         return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not _is_temporary(p.name))
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in RUN_ENTRIES + SWEEP_MARKERS and not _is_temporary(p.name))
     if foreign:
         shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ConfigError(f"{out} exists and is not a run directory plasticnet made (it holds {shown}); choose "
