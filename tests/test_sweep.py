@@ -138,6 +138,22 @@ def fake_run(path: Path, errors, done=True):
         path.joinpath(run_state.DONE).write_text("{}")
 
 
+def test_a_run_recorded_by_an_earlier_version_is_taken_and_a_changed_one_refused(tmp_path):
+    from plasticnet.config import to_dict
+
+    sweep = tiny({"rnn": {"model": "rnn"}}, seeds=(0,))
+    run = sweep.runs()[0]
+    (tmp_path / run.path).mkdir(parents=True)
+    recorded = to_dict(run.config("pattern"))
+    del recorded["backend"]  # a setting that an earlier version did not write: its default
+    (tmp_path / run.path / "config.json").write_text(json.dumps({"task": "pattern", "config": recorded}))
+    save(sweep, tmp_path)
+    recorded["lr"] = 0.5
+    (tmp_path / run.path / "config.json").write_text(json.dumps({"task": "pattern", "config": recorded}))
+    with pytest.raises(ConfigError, match="other settings .*lr"):
+        save(sweep, tmp_path)
+
+
 def test_report_statistics_by_hand(tmp_path):
     sweep = tiny({"a": {"model": "plastic"}, "b": {"model": "rnn"}}, seeds=(0, 1, 2),
                  report={"final_points": 2})

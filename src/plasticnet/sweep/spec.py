@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import resolve, to_dict
+from ..config import from_dict as config_from_dict, resolve, to_dict
 from ..errors import ConfigError
 from ..tasks import get_task
 
@@ -195,12 +195,14 @@ SWEEP_JSON = "sweep.json"
 
 def save(sweep: Sweep, out: Path) -> None:
     """Record the sweep in ``out/sweep.json``, where status and report find it. A run already on disk must have the
-    configuration the sweep gives it now (its checkpoint belongs to that configuration)."""
+    configuration the sweep gives it now (its checkpoint belongs to that configuration); a setting that an earlier
+    version did not record counts at its default, as ``plasticnet train --resume`` reads it."""
     for run in sweep.runs():
         saved = Path(out) / run.path / "config.json"
         if saved.is_file():
-            before = json.loads(saved.read_text())["config"]
-            now = to_dict(run.config(sweep.task))
+            config = run.config(sweep.task)
+            before = to_dict(config_from_dict(type(config), json.loads(saved.read_text())["config"]))
+            now = to_dict(config)
             changed = sorted(k for k in now if before.get(k) != now[k])
             if changed:
                 raise ConfigError(f"{saved.parent} was trained with other settings ({', '.join(changed)}); use "
