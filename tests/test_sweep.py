@@ -22,7 +22,6 @@ from plasticnet.errors import ConfigError
 from plasticnet.sweep import runs as run_state
 from plasticnet.sweep.report import report, status
 from plasticnet.sweep.spec import from_dict, save
-from plasticnet.train import train
 from plasticnet.train.checkpoint import load
 
 MINIMAL = """
@@ -195,9 +194,24 @@ def test_status_counts_states(tmp_path):
 ray = pytest.importorskip("ray", reason='Ray is the sweep extra: pip install "plasticnet[sweep]"')
 
 
+def train_in_a_process(task: str, config, out: Path, preset: str, cpu_budget=None) -> None:
+    """``train(...)`` in a fresh process, as a sweep's runs are (this one's state other tests may have changed), on
+    one thread."""
+    from plasticnet.config import to_dict
+
+    code = ("import json, sys; from plasticnet.config import from_dict; from plasticnet.tasks import get_task; "
+            "from plasticnet.train import train; task = get_task(sys.argv[1]); "
+            "train(task.name, from_dict(task.config_cls, json.loads(sys.argv[2])), sys.argv[3], preset=sys.argv[4], "
+            "progress=False, cpu_budget=json.loads(sys.argv[5]))")
+    done = subprocess.run([sys.executable, "-c", code, task, json.dumps(to_dict(config)), str(out), preset,
+                           json.dumps(cpu_budget)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def trained_alone(sweep, run, root: Path) -> Path:
     out = root / run.path
-    train(sweep.task, run.config(sweep.task), out, preset=run.preset, progress=False)
+    train_in_a_process(sweep.task, run.config(sweep.task), out, run.preset)
     return out
 
 
@@ -215,8 +229,7 @@ def test_embedded_ray_sweep_equals_runs_alone_skips_and_resumes(tmp_path):
     out = tmp_path / "sweep"
     # plastic/seed-1 was started before and stopped at its first logged point, with a checkpoint
     first = sweep.runs()[1]
-    train("pattern", first.config("pattern"), out / first.path, preset=first.preset, progress=False,
-          stop_when=lambda point: True)
+    train_in_a_process("pattern", first.config("pattern"), out / first.path, first.preset, cpu_budget=1e-9)
     assert load(out / first.path / "checkpoint.pt")["iteration"] == 10
     try:
         counts = run_sweep(sweep, out, cpus=2)
