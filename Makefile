@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/plasticnet demo --out runs/demo
 
 test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q  # one thread: the suite is many small steps (44 s here, minutes with 2 threads on a busy machine)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q  # one thread: the suite is many small steps, and threads that wait on each other slow them down on a busy machine
 
 bench: setup
 	$(BIN)/plasticnet bench pattern
