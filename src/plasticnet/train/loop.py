@@ -202,7 +202,7 @@ def _is_temporary(name: str) -> bool:
 
 
 def _clear_run(out: Path) -> None:
-    """Remove what an earlier run wrote in ``out`` (only :data:`RUN_ENTRIES`), not the lock."""
+    """Empty ``out`` of the files a run writes (only :data:`RUN_ENTRIES`), keeping the lock."""
     import shutil
 
     for entry in out.iterdir():
