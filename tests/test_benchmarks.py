@@ -71,3 +71,11 @@ def test_bench_cue_reward_prints_its_comparison(capsys):
 def test_bench_all_takes_no_batch_sizes(capsys):
     assert main(["bench", "all", "--batch-sizes", "3"]) == 2
     assert "drop --batch-sizes" in capsys.readouterr().err
+
+
+def test_bench_pattern_refuses_a_batch_whose_plain_formulation_cannot_fit(capsys):
+    """Batch 100,000 would need about 150 TB for the plain formulation: one line and exit 2, before anything runs."""
+    assert main(["bench", "pattern", "--batch-sizes", "100000", "--rounds", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "plain formulation needs about" in captured.err and "smaller --batch-sizes" in captured.err
+    assert "ep/s" not in captured.out

@@ -25,6 +25,19 @@ def _proc_kib(field: str) -> int:
     raise OSError(field)
 
 
+def _available_bytes(device: torch.device) -> int | None:
+    """Memory free for a step on ``device`` (CUDA's free memory; Linux's MemAvailable), or None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _release_free_memory() -> None:
     """Give the C allocator's free memory back to the system (glibc's ``malloc_trim``), so that the resident memory
     a step then reaches counts its own allocations even where they reuse memory an earlier step freed."""
@@ -148,6 +161,13 @@ def pattern_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     from .baselines import plain_rnn
     cfg = resolve(PatternConfig, "pattern", "paper-1000bit", {})
     P = cfg.pattern_size
+    available = _available_bytes(device)
+    for batch in batch_sizes:  # refused before anything runs rather than killed by the kernel midway
+        needed = batch * PLAIN_PATTERN_BYTES_PER_EPISODE
+        if available is not None and needed > available:
+            raise ConfigError(f"pattern batch {batch}: the plain formulation needs about {needed / 2**30:.0f} GiB and "
+                              f"{available / 2**30:.0f} GiB are free; give smaller --batch-sizes (the CPU default is "
+                              f"{' '.join(map(str, DEFAULT_BATCH_SIZES['pattern'][0]))})")
     print(f"pattern: 1000 bits, 1001 neurons, 106-step episodes, training step (forward, backward, Adam); "
           f"{_where(device)}")
     print(f"{'batch':>5} {'library ep/s':>13} {'plain ep/s':>11} {'speed-up':>9} {'library MB':>11} "
@@ -380,9 +400,13 @@ def cue_reward_suite(batch_sizes, rounds: int, device: torch.device) -> list[dic
 # Each suite takes (batch_sizes, interleaved timing rounds or 0 for about 4 s, device) and prints its table.
 SUITES = {"pattern": pattern_suite, "memory": memory_suite, "trace": trace_suite, "ptb": ptb_suite, "maze": maze_suite,
           "cue-reward": cue_reward_suite}
-# Batch sizes a suite runs when none are given: the issues' settings (maze and PTB: the papers' batches; memory: the
-# 256-unit, batch-16 case; the others: 1 8 32).
-DEFAULT_BATCH_SIZES = {"maze": [30], "cue-reward": [30], "ptb": [20], "memory": [16], "trace": [1, 32]}
+# Batch sizes a suite runs when none are given, (CPU, GPU): the issues' settings (maze and PTB: the papers' batches;
+# memory: the 256-unit, batch-16 case; pattern 1 8 32, but on the CPU 1 8, where batch 32's plain formulation needs
+# about 50 GB).
+DEFAULT_BATCH_SIZES = {"pattern": ([1, 8], [1, 8, 32]), "maze": ([30], [30]), "cue-reward": ([30], [30]),
+                       "ptb": ([20], [20]), "memory": ([16], [16]), "trace": ([1, 32], [1, 32])}
+# Peak memory of the plain 1001-unit pattern step per episode of the batch (measured: 12.9 GB at batch 8 on the CPU).
+PLAIN_PATTERN_BYTES_PER_EPISODE = int(1.6 * 2**30)
 # `plasticnet bench all`: every suite at the issues' settings, (CPU, GPU). On a 2-core CPU with 24 GiB some plain
 # formulations do not fit or take minutes (pattern batch 32 needs about 39 GB, maze batch 512 steps 512 Python
 # environments), so the CPU runs the smaller settings.

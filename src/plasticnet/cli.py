@@ -224,7 +224,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="throughput and memory against a plain formulation, measured in the same run")
     p.add_argument("suite", choices=[*SUITES, "all"], help="one suite, or all of them at the issues' settings")
     p.add_argument("--batch-sizes", type=int, nargs="+",
-                   help="default: the suite's own (pattern 1 8 32, maze 30, cue-reward 30, ptb 20, memory 16)")
+                   help="default: the suite's own (pattern 1 8, and 32 on a GPU; maze 30, cue-reward 30, ptb 20, "
+                        "memory 16, trace 1 32)")
     p.add_argument("--rounds", type=int, default=0,
                    help="interleaved timings of each formulation; the fastest counts (default: about 4 s worth)")
     p.add_argument("--device", default="cpu")
@@ -242,7 +243,7 @@ def _run_bench(args) -> int:
             raise ConfigError("`bench all` runs each suite at its own batch sizes; drop --batch-sizes, or name a suite")
         all_suites(args.rounds, device)
         return 0
-    SUITES[args.suite](args.batch_sizes or DEFAULT_BATCH_SIZES.get(args.suite, [1, 8, 32]), args.rounds, device)
+    SUITES[args.suite](args.batch_sizes or DEFAULT_BATCH_SIZES[args.suite][device.type == "cuda"], args.rounds, device)
     return 0
 
 
