@@ -199,7 +199,14 @@ def test_eval_prints_test_perplexity_of_a_checkpoint(corpus_dir, tmp_path, capsy
     state = torch.load(run / "checkpoint.pt", weights_only=True)["experiment"]
     model = LanguageModel(cfg, len(WORDS) + 1, matched_hidden_size(cfg, len(WORDS) + 1))
     model.load_state_dict(state["best"])
-    assert float(out.split()[3]) == pytest.approx(math.exp(mean_loss(model, test, cfg.bptt)), abs=0.006)
+    expected = mean_loss(model, test, cfg.bptt)
+    assert float(out.split()[3]) == pytest.approx(math.exp(expected), abs=0.006)
+    code, out, _ = run_cli(capsys, "eval", "ptb", "--checkpoint", str(run), "--split", "test", "--json")
+    info = json.loads(out)
+    assert code == 0 and out.count("\n") == 1
+    assert info["loss"] == pytest.approx(expected, rel=1e-6)
+    assert info["perplexity"] == pytest.approx(math.exp(info["loss"]), rel=1e-12)
+    assert (info["tokens"], info["split"], info["weights"], info["epoch"]) == (test.shape[0] - 1, "test", "best", 1)
 
 
 def test_missing_data_is_one_line_naming_the_fix(tmp_path, capsys):

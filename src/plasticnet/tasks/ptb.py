@@ -20,6 +20,7 @@ each epoch and at each evaluation (reference section 5.4). At the end of each ep
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -378,6 +379,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="PTB folder (default: the run's)")
     parser.add_argument("--batch-size", type=int, help="default: the run's test_batch_size (1, as the paper)")
     parser.add_argument("--device", help="default: the run's")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (perplexity, loss, tokens, split, weights)")
 
 
 def evaluate(args) -> int:
@@ -403,8 +406,14 @@ def evaluate(args) -> int:
     batch = args.batch_size or cfg.test_batch_size
     data = batchify(getattr(corpus, args.split), batch).to(device)
     loss = mean_loss(model.to(device), data, cfg.bptt)
-    which = "best-validation" if use_best else "last"
-    print(f"ptb {args.split}: perplexity {math.exp(loss):.2f} (loss {loss:.4f} nats/token, "
-          f"{(data.shape[0] - 1) * batch} tokens, batch {batch}, {which} weights after "
+    which = "best" if use_best else "last"
+    tokens = (data.shape[0] - 1) * batch
+    if args.json:
+        print(json.dumps({"perplexity": math.exp(loss), "loss": loss, "tokens": tokens, "split": args.split,
+                          "weights": which, "batch_size": batch, "epoch": meta.get("epoch"),
+                          "segment": meta.get("segment")}))
+        return 0
+    print(f"ptb {args.split}: perplexity {math.exp(loss):.2f} (loss {loss:.4f} nats/token, {tokens} tokens, "
+          f"batch {batch}, {'best-validation' if use_best else 'last'} weights after "
           f"{meta.get('epoch', '?')} epochs + {meta.get('segment', '?')} segments)")
     return 0
