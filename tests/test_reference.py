@@ -12,7 +12,7 @@ gradient of simplemaze's modulator bias, a single number (a sum over steps and e
 cancels). Over 16 inputs (the test's and 15 others drawn the same way) autograd's float32 error on it ranges from
 2.8e-7 to 2.8e-5, median 2.4e-6; at the test's input it is 6.8e-7, 3.5 times below that median, while numba's and
 torch's errors there (1.9e-6, 2.2e-6) are at their own medians, 0.84 and 0.83 times autograd's. Every other result
-of that case, matrices whose norm-wise error averages many roundings, is within ``F32_FACTOR``.
+of that case, a vector or matrix whose norm-wise error averages many roundings, is within ``F32_FACTOR``.
 
 Short sequences and small batches at the big sizes keep the file fast; the issue's long case (100 units, 200 steps)
 runs once. ``python tests/test_reference.py`` prints the table of every backend's errors.
