@@ -7,6 +7,13 @@ run: outputs, final traces, and the gradients of the drive and of every paramete
   over steps and examples with cancellation cannot be held closer than a few roundings: autograd's own error there
   is one draw of that rounding).
 
+One result is held to a wider factor, in ``F32_EXCEPTIONS``, because autograd's error there is a lucky draw: the
+gradient of simplemaze's modulator bias, a single number (a sum over steps and examples of a sum over units that
+cancels). Over 16 inputs (the test's and 15 others drawn the same way) autograd's float32 error on it ranges from
+2.8e-7 to 2.8e-5, median 2.4e-6; at the test's input it is 6.8e-7, 3.5 times below that median, while numba's and
+torch's errors there (1.9e-6, 2.2e-6) are at their own medians, 0.84 and 0.83 times autograd's. Every other result
+of that case, a vector or matrix whose norm-wise error averages many roundings, is within ``F32_FACTOR``.
+
 Short sequences and small batches at the big sizes keep the file fast; the issue's long case (100 units, 200 steps)
 runs once. ``python tests/test_reference.py`` prints the table of every backend's errors.
 """
@@ -24,8 +31,9 @@ from plasticnet.errors import ConfigError
 from plasticnet.fast import fused_cell_run, gpu_kernels, use_backend
 
 F64_TOLERANCE = 1e-10
-F32_FACTOR = 3.0
+F32_FACTOR = 2.0
 F32_FLOOR = 4
+F32_EXCEPTIONS = {("simplemaze", "d_h2mod.bias"): 3.5}  # (case, result): factor; see the docstring
 EPS32 = torch.finfo(torch.float32).eps
 
 
@@ -132,12 +140,17 @@ def test_float64_equals_the_reference(backend, case):
 def test_float32_is_as_close_to_the_reference_as_autograd(backend, case):
     errors, autograd = _measured(case, backend, torch.float32), _measured(case, "reference", torch.float32)
     ratios = _ratios(errors, autograd)
-    worst = max(ratios, key=ratios.get)
-    assert ratios[worst] <= F32_FACTOR, f"{worst}: {errors[worst]:.2e} against autograd's {autograd[worst]:.2e}"
+    over = {k: r for k, r in ratios.items() if r > _factor(case, k)}
+    assert not over, "; ".join(f"{k}: {errors[k]:.2e} against autograd's {autograd[k]:.2e} ({r:.2f} times)"
+                               for k, r in over.items())
 
 
 def _ratios(errors: dict, autograd: dict) -> dict:
     return {k: errors[k] / max(autograd[k], F32_FLOOR * EPS32) for k in errors}
+
+
+def _factor(case: Case, result: str) -> float:
+    return F32_EXCEPTIONS.get((case.name, result), F32_FACTOR)
 
 
 # Modulation takes only the bounded rules (the layers refuse hebb and oja with a neuromodulator).
@@ -208,9 +221,10 @@ def test_backends_that_do_not_cover_a_cell_refuse_it():
 
 
 def main() -> None:
-    """Print every backend's errors (largest over outputs, traces and gradients) against the float64 reference."""
+    """Print every backend's errors (largest over outputs, traces and gradients) against the float64 reference; the
+    ratio is the float32 result's nearest its bound (``allowed``) to autograd's error."""
     print(f"{'case':>20} {'units':>5} {'steps':>5} {'backend':>9} {'float64':>9} {'float32':>9} {'autograd f32':>13} "
-          f"{'ratio':>6}  worst float32 result")
+          f"{'ratio':>6} {'allowed':>7}  worst float32 result")
     for case in CASES:
         for backend in ("numba", "torch", "triton"):
             if backend == "triton" and case.name not in TRITON_CASES:
@@ -222,9 +236,10 @@ def main() -> None:
                 continue
             auto = _measured(case, "reference", torch.float32)
             ratios = _ratios(e32, auto)
-            worst = max(ratios, key=ratios.get)
+            worst = max(ratios, key=lambda k: ratios[k] / _factor(case, k))
             print(f"{case.name:>20} {case.n:>5} {case.steps:>5} {backend:>9} {max(e64.values()):>9.1e} "
-                  f"{max(e32.values()):>9.1e} {max(auto.values()):>13.1e} {ratios[worst]:>6.2f}  {worst} "
+                  f"{max(e32.values()):>9.1e} {max(auto.values()):>13.1e} {ratios[worst]:>6.2f} "
+                  f"{_factor(case, worst):>7.1f}  {worst} "
                   f"{e32[worst]:.1e} against {auto[worst]:.1e}", flush=True)
 
 

@@ -134,8 +134,11 @@ if triton is not None:
             post = _tanh(drive, INTERPRET)
             tl.store(post_out + b * N + j, post, mask=jm)
             if MODULATED:
-                z = tl.sum(tl.where(jm, post * tl.load(mod_w + j, mask=jm, other=0.0), 0.0), axis=0) + tl.load(mod_b)
-                m = _tanh(z, INTERPRET)
+                # The modulator's sum in double, then one rounding (as on the other backends): it cancels, and the
+                # slope 1 - m^2 magnifies m's error into the gradients.
+                mw = tl.load(mod_w + j, mask=jm, other=0.0).to(tl.float64)
+                z = tl.sum(tl.where(jm, post.to(tl.float64) * mw, 0.0), axis=0) + tl.load(mod_b).to(tl.float64)
+                m = _tanh(z.to(post.dtype), INTERPRET)
                 tl.store(mod_out + b, m)
                 if FANOUT:
                     rate = tl.load(fan_b + j, mask=jm, other=0.0) + m * tl.load(fan_w + j, mask=jm, other=0.0)
@@ -206,12 +209,13 @@ if triton is not None:
         else:
             decay = 1.0
         if MODULATED:
+            d_r = d_rate.to(tl.float64)  # the modulator's adjoint in double too: the sum cancels
             if FANOUT:
-                d_m = tl.sum(tl.where(jm, d_rate * tl.load(fan_w + j, mask=jm, other=0.0), 0.0), axis=0)
+                d_m = tl.sum(tl.where(jm, d_r * tl.load(fan_w + j, mask=jm, other=0.0).to(tl.float64), 0.0), axis=0)
             else:
-                d_m = tl.sum(tl.where(jm, d_rate, 0.0), axis=0)
+                d_m = tl.sum(tl.where(jm, d_r, 0.0), axis=0)
             m = tl.load(mods + b)
-            g_z = d_m * (1.0 - m * m)
+            g_z = d_m.to(post.dtype) * (1.0 - m * m)
             tl.store(g_z_out + b, g_z)
             g_h += g_z * tl.load(mod_w + j, mask=jm, other=0.0)
         g_a = tl.where(jm, g_h * (1.0 - post * post), 0.0)
