@@ -67,11 +67,12 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def shard(batch_size: int) -> slice:
-    """This process's contiguous share of a global batch of ``batch_size``: all of it in one process."""
+def shard(batch_size: int, option: str = "--batch-size") -> slice:
+    """This process's contiguous share of a global batch of ``batch_size``: all of it in one process. ``option``
+    names the setting in the error when the batch does not split."""
     k = world_size()
     if batch_size % k:
-        raise ConfigError(f"--batch-size {batch_size} does not split into {k} equal shards; use a multiple of {k}")
+        raise ConfigError(f"{option} {batch_size} does not split into {k} equal shards; use a multiple of {k}")
     per = batch_size // k
     return slice(rank() * per, (rank() + 1) * per)
 
@@ -114,6 +115,28 @@ def mean(values: dict[str, float]) -> dict[str, float]:
     total = _tensor([float(values[k]) for k in keys], torch.float64)
     dist.all_reduce(total)
     return {k: v / dist.get_world_size() for k, v in zip(keys, total.tolist())}
+
+
+def total(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over the processes (a new tensor; ``value`` itself outside torchrun)."""
+    dist = _dist()
+    if dist is None:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value
+
+
+def gather_rows(value: torch.Tensor) -> torch.Tensor:
+    """Every process's ``value`` (the same shape in each) stacked along the first dimension in rank order: the
+    shards of a batch put back into the whole batch. ``value`` itself outside torchrun."""
+    dist = _dist()
+    if dist is None:
+        return value
+    value = value.contiguous()
+    parts = [torch.empty_like(value) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, value)
+    return torch.cat(parts)
 
 
 def any_of(flag: bool) -> bool:
