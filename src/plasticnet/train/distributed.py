@@ -107,14 +107,16 @@ def _tensor(values: list, dtype) -> torch.Tensor:
 
 
 def mean(values: dict[str, float]) -> dict[str, float]:
-    """Each value averaged over the processes (a logged point: every shard's metrics count)."""
+    """Each value averaged over the processes (a logged point: every shard's metrics count). An int whose
+    average is whole stays an int (an epoch number is logged as one process logs it)."""
     dist = _dist()
     if dist is None or not values:
         return values
     keys = list(values)  # the same order in every process: the experiment's and the loop's
     total = _tensor([float(values[k]) for k in keys], torch.float64)
     dist.all_reduce(total)
-    return {k: v / dist.get_world_size() for k, v in zip(keys, total.tolist())}
+    averages = {k: v / dist.get_world_size() for k, v in zip(keys, total.tolist())}
+    return {k: int(v) if isinstance(values[k], int) and v.is_integer() else v for k, v in averages.items()}
 
 
 def total(value: torch.Tensor) -> torch.Tensor:

@@ -316,7 +316,9 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
         if not weights_finite(experiment.model):
             _stop_non_finite(iteration, "weights", math.nan)
         # the metric window under way too, so that a resumed run logs exactly what an uninterrupted one would
-        window = {"sums": sums, "count": count, "skipped": skipped}
+        # (under torchrun its sums averaged over the processes, which log the average of their sums: every count
+        # is the same in every process)
+        window = {"sums": distributed.mean(sums), "count": count, "skipped": skipped}
         # every process builds the state (a data-parallel experiment may gather its shards' state there); rank 0
         # writes it
         snapshot = {"iteration": iteration, "task": task_name, "config": to_dict(cfg),
