@@ -239,6 +239,17 @@ def test_locked_dropout_shares_one_mask_over_time():
     assert torch.equal(locked_dropout(x, 0.5, training=False), x)
 
 
+def test_locked_dropout_of_a_shard_keeps_that_shard_of_the_whole_batch_mask():
+    x = torch.ones(3, 6, 50)
+    torch.manual_seed(0)
+    whole, after = locked_dropout(x, 0.5, training=True), torch.rand(3)
+    for part in (slice(0, 3), slice(3, 6)):  # what each of 2 data-parallel processes draws
+        torch.manual_seed(0)
+        shard, shard_after = locked_dropout(x[:, part], 0.5, training=True, batch_shard=(6, part)), torch.rand(3)
+        assert torch.equal(shard, whole[:, part])
+        assert torch.equal(shard_after, after)  # the generator stays in step with the one-process run's
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(rule=None, modulation="simple"), "modulation needs plasticity"),
     (dict(fanout=True), "fanout=True"),

@@ -60,12 +60,18 @@ def detach_state(state):
     return type(state)(detach_state(s) for s in state)
 
 
-def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def locked_dropout(x: torch.Tensor, p: float, training: bool,
+                   batch_shard: Optional[tuple[int, slice]] = None) -> torch.Tensor:
     """Variational dropout on a (T, B, F) sequence: one mask per example and feature, shared by every time step
-    (AWD-LSTM's LockedDropout)."""
+    (AWD-LSTM's LockedDropout).
+
+    ``batch_shard = (batch, part)``: ``x`` holds the examples ``part`` of a batch of ``batch``; the mask is drawn
+    for the whole batch and ``part`` of it kept, so that a data-parallel process holding one shard draws the same
+    random numbers, and the same masks for its examples, as one process holding the whole batch."""
     if not training or p == 0:
         return x
-    mask = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - p) / (1 - p)
+    batch, part = batch_shard if batch_shard is not None else (x.shape[1], slice(None))
+    mask = x.new_empty(1, batch, x.shape[2]).bernoulli_(1 - p)[:, part] / (1 - p)
     return x * mask
 
 
@@ -246,7 +252,10 @@ class PlasticLSTM(nn.Module):
 
         return self.fused and fused_lstm_applies(x)
 
-    def forward(self, x: torch.Tensor, states: Optional[list[LSTMState]] = None):
+    def forward(self, x: torch.Tensor, states: Optional[list[LSTMState]] = None,
+                batch_shard: Optional[tuple[int, slice]] = None):
+        """``batch_shard``: the examples of a larger batch that ``x`` holds, for the dropout masks
+        (:func:`locked_dropout`)."""
         if x.dim() != 3:
             raise ConfigError(f"PlasticLSTM expects a 3-D input (T, B, features), got shape {tuple(x.shape)}")
         if self.batch_first:
@@ -256,7 +265,7 @@ class PlasticLSTM(nn.Module):
         new_states, fused = [], self.uses_fused(x)
         for layer, (cell, state) in enumerate(zip(self.cells, states)):
             if layer > 0:
-                x = locked_dropout(x, self.dropout, self.training)
+                x = locked_dropout(x, self.dropout, self.training, batch_shard)
             x, state = cell.sequence(x, state, fused, self._workspaces[layer])
             new_states.append(state)
         return (x.transpose(0, 1) if self.batch_first else x), new_states

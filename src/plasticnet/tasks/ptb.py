@@ -15,6 +15,11 @@ One training iteration is one BPTT segment. The experiment keeps its own place (
 recurrent state, traces included: carried across the segments of an epoch and detached at each boundary, reset at
 each epoch and at each evaluation (reference section 5.4). At the end of each epoch it logs ``epoch``,
 ``train_ppl`` and ``val_ppl``.
+
+Under torchrun (:mod:`plasticnet.train.distributed`) each process trains a contiguous block of the batch's columns
+(token streams) and carries its own columns' recurrent state; dropout masks are drawn for the whole batch, so every
+process draws what one process would; validation is scored on a block of the validation columns and the sums
+added across processes. A checkpoint holds the whole batch's state, gathered from every process.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..layers import ALPHA_MODES
 from ..lstm import MODULATOR_INPUTS, LSTMState, PlasticLSTM, detach_state, locked_dropout
 from ..rules import RULES
+from ..train import distributed
 
 CONDITIONS = {
     "lstm": dict(rule=None),
@@ -143,7 +149,9 @@ def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.T
 
 class LanguageModel(nn.Module):
     """Embedding, stacked (plastic) LSTM, softmax decoder (tied to the embedding with ``tied``: the last layer is
-    then ``emsize`` wide). Embedding and decoder weights start at ``U(-init_range, init_range)``, decoder bias 0."""
+    then ``emsize`` wide). Embedding and decoder weights start at ``U(-init_range, init_range)``, decoder bias 0.
+    ``batch_shard``: None, or ``(batch, part)`` when the model trains on the examples ``part`` of a batch of
+    ``batch`` (:func:`plasticnet.lstm.locked_dropout`)."""
 
     def __init__(self, cfg: PtbConfig, vocab_size: int, hidden_size: int):
         super().__init__()
@@ -154,6 +162,7 @@ class LanguageModel(nn.Module):
         self.rnn = PlasticLSTM(cfg.emsize, sizes, cfg.num_layers, dropout=cfg.dropouth, **cfg.cell_options)
         self.decoder_weight = None if cfg.tied else nn.Parameter(torch.empty(vocab_size, sizes[-1]))
         self.decoder_bias = nn.Parameter(torch.zeros(vocab_size))
+        self.batch_shard: Optional[tuple[int, slice]] = None
         with torch.no_grad():
             self.encoder.weight.uniform_(-cfg.init_range, cfg.init_range)
             if self.decoder_weight is not None:
@@ -163,9 +172,9 @@ class LanguageModel(nn.Module):
         """``tokens`` (T, B) -> logits (T, B, vocab), new states, last layer's raw and dropped outputs."""
         cfg = self.cfg
         embedding = embedding_dropout(self.encoder.weight, cfg.dropoute, self.training)
-        x = locked_dropout(F.embedding(tokens, embedding), cfg.dropouti, self.training)
-        raw, states = self.rnn(x, states)
-        dropped = locked_dropout(raw, cfg.dropout, self.training)
+        x = locked_dropout(F.embedding(tokens, embedding), cfg.dropouti, self.training, self.batch_shard)
+        raw, states = self.rnn(x, states, self.batch_shard)
+        dropped = locked_dropout(raw, cfg.dropout, self.training, self.batch_shard)
         decoder = self.encoder.weight if self.decoder_weight is None else self.decoder_weight
         return F.linear(dropped, decoder, self.decoder_bias), states, raw, dropped
 
@@ -209,10 +218,15 @@ def segment_lengths(n_rows: int, cfg: PtbConfig, epoch: int) -> list[int]:
     return lengths.tolist()
 
 
-@torch.no_grad()
 def mean_loss(model: LanguageModel, data: torch.Tensor, bptt: int) -> float:
     """Cross-entropy per token (nats) over a batchified stream: state and traces start at zero and carry across
     segments, plasticity keeps running, no dropout."""
+    return summed_loss(model, data, bptt).item() / ((data.shape[0] - 1) * data.shape[1])
+
+
+@torch.no_grad()
+def summed_loss(model: LanguageModel, data: torch.Tensor, bptt: int) -> torch.Tensor:
+    """The cross-entropy summed over every token of a batchified stream (float64), as :func:`mean_loss` scores it."""
     was_training = model.training
     model.eval()
     states, total = None, torch.zeros((), device=data.device, dtype=torch.float64)
@@ -221,13 +235,14 @@ def mean_loss(model: LanguageModel, data: torch.Tensor, bptt: int) -> float:
         logits, states, _, _ = model(data[row:row + length], states)
         total += F.cross_entropy(logits.flatten(0, 1), data[row + 1:row + 1 + length].flatten(), reduction="sum")
     model.train(was_training)
-    return total.item() / ((data.shape[0] - 1) * data.shape[1])
+    return total
 
 
 class PtbExperiment:
     """SGD on BPTT segments (loss: cross-entropy, plus AR and TAR when set); epochs, validation, averaging."""
 
     metrics = ("val_ppl", "train_ppl", "loss")
+    data_parallel = True  # under torchrun, each process trains its block of the batch's columns
 
     def __init__(self, cfg: PtbConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -235,8 +250,15 @@ class PtbExperiment:
         self.vocab_size = len(corpus.vocab)
         self.hidden_size = matched_hidden_size(cfg, self.vocab_size)
         self.model = LanguageModel(cfg, self.vocab_size, self.hidden_size).to(device)
-        self.train_data = batchify(corpus.train, cfg.batch_size).to(device)
-        self.valid_data = batchify(corpus.valid, cfg.eval_batch_size).to(device)
+        self.shard = distributed.shard(cfg.batch_size)  # this process's columns: all of them in one process
+        self.model.batch_shard = (cfg.batch_size, self.shard)
+        self.net = distributed.wrap(self.model)
+        self.train_data = batchify(corpus.train, cfg.batch_size)[:, self.shard].contiguous().to(device)
+        # Validation columns are split too when they split evenly; otherwise every process scores all of them.
+        # Either way the sums of losses and of tokens added over the processes give the one-process mean.
+        k = distributed.world_size()
+        valid = distributed.shard(cfg.eval_batch_size) if cfg.eval_batch_size % k == 0 else slice(None)
+        self.valid_data = batchify(corpus.valid, cfg.eval_batch_size)[:, valid].contiguous().to(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.divided = [cell.alpha for cell in self.model.rnn.cells if cell.plastic and cell.alpha.dim() < 2]
         counts = [len(segment_lengths(self.train_data.shape[0], cfg, e)) for e in range(cfg.epochs)]
@@ -267,7 +289,7 @@ class PtbExperiment:
         lr = cfg.lr_at(self.epoch) * (length / cfg.bptt if cfg.random_bptt else 1.0)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits, states, raw, dropped = self.model(x, detach_state(self.states))
+        logits, states, raw, dropped = self.net(x, detach_state(self.states))
         self.states = states
         ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         loss = ce * length if cfg.time_summed_loss else ce
@@ -309,17 +331,21 @@ class PtbExperiment:
 
     def _validation_loss(self, weights: dict) -> float:
         if self.average is None:
-            return mean_loss(self.model, self.valid_data, self.cfg.bptt)
+            return self._score_validation()
         current = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(weights)
         try:
-            return mean_loss(self.model, self.valid_data, self.cfg.bptt)
+            return self._score_validation()
         finally:
             self.model.load_state_dict(current)
 
+    def _score_validation(self) -> float:
+        tokens = (self.valid_data.shape[0] - 1) * self.valid_data.shape[1]
+        return _per_token(summed_loss(self.model, self.valid_data, self.cfg.bptt), tokens)
+
     def _end_epoch(self) -> None:
         cfg = self.cfg
-        train_loss = self.loss_sum.item() / self.tokens
+        train_loss = _per_token(self.loss_sum, self.tokens)
         weights = self.weights_for_evaluation()
         val_loss = self._validation_loss(weights)
         if val_loss < self.best_val:
@@ -343,9 +369,12 @@ class PtbExperiment:
         return pending or {}
 
     def state_dict(self) -> dict:
+        """The one-process state whatever the number of processes: under torchrun (where every process calls this)
+        the recurrent state of every process's columns, and the sums of the epoch's losses and tokens over them."""
+        tokens = distributed.total(torch.tensor(self.tokens, device=self.device)).item()
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "segment": self.segment, "row": self.row,
-                "states": _plain_states(self.states), "loss_sum": self.loss_sum, "tokens": self.tokens,
+                "states": _plain_states(self.states), "loss_sum": distributed.total(self.loss_sum), "tokens": tokens,
                 "best_val": self.best_val, "best": self.best, "average": self.average,
                 "averaged_steps": self.averaged_steps, "meta": {"epoch": self.epoch, "segment": self.segment}}
 
@@ -353,21 +382,35 @@ class PtbExperiment:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.segment, self.row = state["epoch"], state["segment"], state["row"]
-        self.states, self.loss_sum, self.tokens = _layer_states(state["states"]), state["loss_sum"], state["tokens"]
+        self.states = _layer_states(state["states"], self.shard)
+        self.loss_sum, self.tokens = state["loss_sum"], state["tokens"]
+        if distributed.rank() != 0:  # the saved sums cover every process's columns: rank 0 alone carries them on
+            self.loss_sum, self.tokens = torch.zeros_like(self.loss_sum), 0
         self.best_val, self.best = state["best_val"], state["best"]
         self.average, self.averaged_steps = state["average"], state["averaged_steps"]
         if self.epoch < self.cfg.epochs:
             self.lengths = segment_lengths(self.train_data.shape[0], self.cfg, self.epoch)
 
 
+def _per_token(loss_sum: torch.Tensor, tokens: int) -> float:
+    """Loss per token over every process's columns, from this process's sum of losses and count of tokens."""
+    sums = distributed.total(torch.stack([loss_sum.double(), loss_sum.new_tensor(tokens, dtype=torch.float64)]))
+    return sums[0].item() / sums[1].item()
+
+
 def _plain_states(states):
-    """The recurrent state as plain tuples of tensors, which a checkpoint loads without code (LSTMState is a
-    class of ours)."""
-    return None if states is None else [tuple(detach_state(layer)) for layer in states]
+    """The recurrent state of the whole batch (under torchrun, every process's columns gathered in rank order) as
+    plain tuples of tensors, which a checkpoint loads without code (LSTMState is a class of ours)."""
+    if states is None:
+        return None
+    return [tuple(None if t is None else distributed.gather_rows(t.detach()) for t in layer) for layer in states]
 
 
-def _layer_states(states):
-    return None if states is None else [LSTMState(*layer) for layer in states]
+def _layer_states(states, columns: slice):
+    """A checkpoint's recurrent state (the whole batch's), restricted to this process's ``columns``."""
+    if states is None:
+        return None
+    return [LSTMState(*(None if t is None else t[columns] for t in layer)) for layer in states]
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:

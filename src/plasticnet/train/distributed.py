@@ -67,11 +67,12 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def shard(batch_size: int) -> slice:
-    """This process's contiguous share of a global batch of ``batch_size``: all of it in one process."""
+def shard(batch_size: int, option: str = "--batch-size") -> slice:
+    """This process's contiguous share of a global batch of ``batch_size``: all of it in one process. ``option``
+    names the setting in the error when the batch does not split."""
     k = world_size()
     if batch_size % k:
-        raise ConfigError(f"--batch-size {batch_size} does not split into {k} equal shards; use a multiple of {k}")
+        raise ConfigError(f"{option} {batch_size} does not split into {k} equal shards; use a multiple of {k}")
     per = batch_size // k
     return slice(rank() * per, (rank() + 1) * per)
 
@@ -106,14 +107,38 @@ def _tensor(values: list, dtype) -> torch.Tensor:
 
 
 def mean(values: dict[str, float]) -> dict[str, float]:
-    """Each value averaged over the processes (a logged point: every shard's metrics count)."""
+    """Each value averaged over the processes (a logged point: every shard's metrics count). An int whose
+    average is whole stays an int (an epoch number is logged as one process logs it)."""
     dist = _dist()
     if dist is None or not values:
         return values
     keys = list(values)  # the same order in every process: the experiment's and the loop's
     total = _tensor([float(values[k]) for k in keys], torch.float64)
     dist.all_reduce(total)
-    return {k: v / dist.get_world_size() for k, v in zip(keys, total.tolist())}
+    averages = {k: v / dist.get_world_size() for k, v in zip(keys, total.tolist())}
+    return {k: int(v) if isinstance(values[k], int) and v.is_integer() else v for k, v in averages.items()}
+
+
+def total(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over the processes (a new tensor; ``value`` itself outside torchrun)."""
+    dist = _dist()
+    if dist is None:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value
+
+
+def gather_rows(value: torch.Tensor) -> torch.Tensor:
+    """Every process's ``value`` (the same shape in each) stacked along the first dimension in rank order: the
+    shards of a batch put back into the whole batch. ``value`` itself outside torchrun."""
+    dist = _dist()
+    if dist is None:
+        return value
+    value = value.contiguous()
+    parts = [torch.empty_like(value) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, value)
+    return torch.cat(parts)
 
 
 def any_of(flag: bool) -> bool:

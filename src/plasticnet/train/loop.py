@@ -4,9 +4,11 @@ keep a run's work safe (one writer per run directory, no update from a non-finit
 Optional experiment attributes (besides ``model``, ``step``, ``state_dict`` and ``load_state_dict``):
 ``planned_iterations``, the length of an experiment's own schedule (the run stops there, or at ``cfg.iterations``
 when that is positive and smaller); ``optimizer``, whose ``step`` the non-finite guard wraps
-(:mod:`.nonfinite`); and ``validate(iteration, final) -> dict[str, float]``, called after every step (``final`` at
+(:mod:`.nonfinite`); ``validate(iteration, final) -> dict[str, float]``, called after every step (``final`` at
 the last one): whatever it returns (held-out ``val_*`` metrics when it is time for them, a PTB epoch's results) is
-logged with a point at that iteration, even between regular logging points; an empty dict logs nothing.
+logged with a point at that iteration, even between regular logging points; an empty dict logs nothing; and
+``data_parallel = True``, which lets it train under torchrun. Under torchrun ``state_dict`` is called in every
+process and rank 0's result written: it must be the one-process state (PTB gathers its shards' recurrent state).
 
 A run directory holds ``config.json`` (task, preset and the fully resolved configuration), ``metrics.jsonl`` (one
 JSON object per logged point: ``iteration``, ``seconds`` of training and ``cpu_seconds`` of this process's CPU time
@@ -314,11 +316,15 @@ def _train_locked(task, task_name, cfg, out, preset, resume, progress, stop_when
         if not weights_finite(experiment.model):
             _stop_non_finite(iteration, "weights", math.nan)
         # the metric window under way too, so that a resumed run logs exactly what an uninterrupted one would
-        window = {"sums": sums, "count": count, "skipped": skipped}
+        # (under torchrun its sums averaged over the processes, which log the average of their sums: every count
+        # is the same in every process)
+        window = {"sums": distributed.mean(sums), "count": count, "skipped": skipped}
+        # every process builds the state (a data-parallel experiment may gather its shards' state there); rank 0
+        # writes it
+        snapshot = {"iteration": iteration, "task": task_name, "config": to_dict(cfg),
+                    "experiment": experiment.state_dict(), "rng": ckpt.rng_state(), "window": window}
         if main:
-            ckpt.save_atomic({"iteration": iteration, "task": task_name, "config": to_dict(cfg),
-                              "experiment": experiment.state_dict(), "rng": ckpt.rng_state(),
-                              "window": window}, out / ckpt.CHECKPOINT)
+            ckpt.save_atomic(snapshot, out / ckpt.CHECKPOINT)
         saved_at = iteration
 
     def _stop_non_finite(iteration: int, metric: str, value: float):
