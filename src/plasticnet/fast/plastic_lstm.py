@@ -114,15 +114,6 @@ def _chunk_length(steps: int, trace_bytes: int) -> int:
     return math.ceil(math.sqrt(steps))
 
 
-def _rule_terms(spec: _Spec, rate, g, q, decay) -> None:
-    """The update's ``q = rate * g`` and the rule's decay (hebb: ``1 - rate``, oja: ``1 - q g``; none for clip)."""
-    torch.mul(rate, g, out=q)
-    if spec.kind == "hebb":
-        torch.sub(1, rate, out=decay)
-    elif spec.kind == "oja":
-        torch.mul(q, g, out=decay).neg_().add_(1)
-
-
 class _FusedPlasticLSTM(torch.autograd.Function):
     """Inputs: the input drive (T, B, 4 N), the initial h, c (B, N) and traces (B, n_traces, N, N), the cell's
     parameters. Outputs: the hidden states (T, B, N), the final cell (B, N) and traces (B, n_traces, N, N).
@@ -136,60 +127,54 @@ class _FusedPlasticLSTM(torch.autograd.Function):
             ws = Workspace()
         ws.busy = run.graph
         T, B, N = xd.shape[0], h0.shape[0], h0.shape[1]
-        retro, modulated = spec.modulation == "retroactive", spec.modulation is not None
         k = _chunk_length(T, spec.n_traces * N * N * h0.element_size())
         n_chunks = math.ceil(T / k)
         h, c = ws.get("h", (T + 1, B, N), h0), ws.get("c", (T + 1, B, N), h0)
         h[0], c[0] = h0, c0
         ifo, g, tanh_c = ws.get("ifo", (T, B, 3 * N), h0), ws.get("g", (T, B, N), h0), ws.get("tanh_c", (T, B, N), h0)
-        # Every step updates `current` in place (where the kernels' loops vectorise); the traces before steps k,
-        # 2k... are copied into `middle` for the backward pass, which also keeps the initial and final ones.
+        # Every step updates `current` in place (where the kernels' loops vectorise), a new tensor that ends as the
+        # final traces; the traces before steps k, 2k... are copied into `middle` for the backward pass, which also
+        # keeps the initial and final ones.
         traces0 = traces0.detach().contiguous()
         middle = ws.get("middle", (n_chunks - 1, B, spec.n_traces, N, N), h0)
-        current = ws.get("current", (B, spec.n_traces, N, N), h0)
-        current.copy_(traces0)
+        current = traces0.clone()
         current_np = current.numpy()
         mods, rates = ws.get("mods", (T, B, 1), h0), ws.get("rates", (T, B, N), h0)
         q, decay = ws.get("q", (T, B, N), h0), ws.get("decay", (T, B, N), h0)
+        # Each step's gates start as one matrix product for the batch, x W_x + b + h_prev W_h (the cell input's
+        # fixed weights included), to which the kernel's plastic part h_prev @ (alpha * trace) is added.
+        gates = ws.get("gates", (B, 4 * N), h0)
         drive = ws.get("drive", (B, N), h0)  # the plastic part of the next step's cell-input drive
         weight_hh = weight_hh.detach()
-        w_ifo = weight_hh[:, :3 * N]
-        w, alpha_full = _numpy(weight_hh[:, 3 * N:], 2, h0), _alpha_rows(alpha, N).numpy()
-        mod_wt, fan_wt = (mod_w.detach().t() if modulated else None), (fan_w.detach().t() if spec.fanout else None)
+        no_w = h0.new_zeros(1, N).numpy()  # the kernels' fixed weight: one zero row that every row shares
+        alpha_full = _alpha_rows(alpha, N).numpy()
+        modulator = (_numpy(mod_w, 2, h0), _numpy(mod_b, 1, h0), _numpy(fan_w, 2, h0), _numpy(fan_b, 1, h0))
         dtype = h.numpy().dtype.type
         eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
-        if spec.modulation is None:
-            rates.fill_(float(eta))
         h_np, g_np, drive_np = h.numpy(), g.numpy(), drive.numpy()
-        q_np, decay_np, rates_np = q.numpy(), decay.numpy(), rates.numpy()
+        mod_in_np = (c if spec.from_cell else h).numpy()
+        terms = [a.numpy() for a in (mods, rates, q, decay)]
         kind = cpu_kernels.KINDS[spec.kind]
         groups = cpu_kernels.threads(B, per_step=True)
-        cpu_kernels.first_drive(drive_np, current_np, h_np[0], np.zeros(0, h_np.dtype), w, alpha_full)
+        cpu_kernels.first_drive(drive_np, current_np, h_np[0], np.zeros(0, h_np.dtype), no_w, alpha_full)
         for t in range(T):
-            gates = ifo[t]
-            torch.addmm(xd[t, :, :3 * N], h[t], w_ifo, out=gates).sigmoid_()
-            i, f, o = gates[:, :N], gates[:, N:2 * N], gates[:, 2 * N:]
-            torch.add(xd[t, :, 3 * N:], drive, out=g[t])
+            torch.addmm(xd[t], h[t], weight_hh, out=gates)
+            torch.sigmoid(gates[:, :3 * N], out=ifo[t])
+            i, f, o = ifo[t, :, :N], ifo[t, :, N:2 * N], ifo[t, :, 2 * N:]
+            torch.add(gates[:, 3 * N:], drive, out=g[t])
             np.tanh(g_np[t], out=g_np[t])  # NumPy's tanh: faster than PyTorch's on a small batch
             torch.mul(f, c[t], out=c[t + 1]).addcmul_(i, g[t])
             torch.tanh(c[t + 1], out=tanh_c[t])
             torch.mul(o, tanh_c[t], out=h[t + 1])
-            if modulated:
-                m = torch.addmm(mod_b, c[t + 1] if spec.from_cell else h[t + 1], mod_wt, out=mods[t]).tanh_()
-                if spec.fanout:
-                    torch.addmm(fan_b, m, fan_wt, out=rates[t])
-                else:
-                    rates[t].copy_(m.expand(B, N))
-            if not retro:
-                _rule_terms(spec, rates[t], g[t], q[t], decay[t])
-            cpu_kernels.lstm_trace_step(current_np, h_np[t], q_np[t], decay_np[t], rates_np[t], g_np[t], eta_f, kind,
-                                        clip, h_np[t + 1], w, alpha_full, drive_np, t + 1 == T, groups)
+            cpu_kernels.lstm_trace_step(current_np, h_np[t], g_np[t], mod_in_np[t + 1], eta_f, *modulator, kind, clip,
+                                        *(a[t] for a in terms), h_np[t + 1], no_w, alpha_full, drive_np, t + 1 == T,
+                                        groups)
             if (t + 1) % k == 0 and t + 1 < T:
                 middle[(t + 1) // k - 1].copy_(current)
         ctx.run, ctx.workspace, ctx.k = run, ws, k
         # Saved, buffers included: autograd's version counters then refuse a backward pass through buffers that a
         # later call with the same workspace has overwritten.
-        final = current.clone()
+        final = current
         ctx.save_for_backward(h, c, ifo, g, tanh_c, traces0, middle, final, mods, rates, q, decay, weight_hh, alpha,
                               eta, mod_w, fan_w)
         return h[1:].clone(), c[T].clone(), final
