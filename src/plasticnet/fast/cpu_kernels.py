@@ -638,16 +638,17 @@ def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, 
 
 
 @_Kernel
-def lstm_trace_step(traces, pre, post, mod_in, eta, mod_w, mod_b, fan_w, fan_b, kind, clip, mod, rate, q, decay, nxt,
-                    w, alpha, drive, last, groups):
-    """One step's plasticity for every example, the traces (B, n_traces, N, N) updated in place. With one trace,
+def lstm_trace_step(before, after, pre, post, mod_in, eta, mod_w, mod_b, fan_w, fan_b, kind, clip, mod, rate, q, decay,
+                    nxt, w, alpha, drive, last, groups):
+    """One step's plasticity for every example, ``after`` from ``before`` (B, n_traces, N, N; ``after`` may be
+    ``before``, the common case). With one trace,
     :func:`_rule_terms` from the cell input ``post`` (g) and the modulator's input ``mod_in`` (the new h or c), then
     :func:`_update` (examples four by four, as :func:`plastic_step`); with two, the modulator's rate per unit and
     :func:`_retro_update` with the eligibility rate ``eta``. Unless the step is the ``last``, ``drive`` (B, N)
     becomes the next step's ``nxt @ (w + alpha * traces)``, the plastic part of its cell input's drive (``w`` as one
     zero row: the caller's one matrix product for the batch has the fixed weights' part)."""
     B = pre.shape[0]
-    retro = traces.shape[1] == 2
+    retro = before.shape[1] == 2
     fours = (B + 3) // 4
     for g in _prange(groups):
         for four in range(g * fours // groups, (g + 1) * fours // groups):
@@ -662,11 +663,11 @@ def lstm_trace_step(traces, pre, post, mod_in, eta, mod_w, mod_b, fan_w, fan_b, 
                         drive[b, j] = 0
             if retro:
                 for b in range(b0, b1):
-                    n = traces[b]
-                    _retro_update(n[0], n[1], n[0], n[1], pre[b], post[b], rate[b], eta, clip, nxt[b], w, alpha,
+                    s, n = before[b], after[b]
+                    _retro_update(n[0], n[1], s[0], s[1], pre[b], post[b], rate[b], eta, clip, nxt[b], w, alpha,
                                   drive[b], not last)
             else:
-                _update_examples(traces, traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0, b1, not last)
+                _update_examples(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0, b1, not last)
 
 
 @_jit

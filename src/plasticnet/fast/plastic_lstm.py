@@ -132,13 +132,14 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         h, c = ws.get("h", (T + 1, B, N), h0), ws.get("c", (T + 1, B, N), h0)
         h[0], c[0] = h0, c0
         ifo, g, tanh_c = ws.get("ifo", (T, B, 3 * N), h0), ws.get("g", (T, B, N), h0), ws.get("tanh_c", (T, B, N), h0)
-        # Every step updates `current` in place (where the kernels' loops vectorise), a new tensor that ends as the
-        # final traces; the traces before steps k, 2k... are copied into `middle` for the backward pass, which also
-        # keeps the initial and final ones.
+        # The steps update `current` in place (where the kernels' loops vectorise), but for those that write the
+        # traces the backward pass keeps: those before steps k, 2k... into `middle`, the last step's into `final`
+        # (returned); the steps after those, and the first, read them where they are, so that no trace is copied.
         traces0 = traces0.detach().contiguous()
         middle = ws.get("middle", (n_chunks - 1, B, spec.n_traces, N, N), h0)
-        current = traces0.clone()
-        current_np = current.numpy()
+        current = ws.get("current", (B, spec.n_traces, N, N), h0).numpy()
+        final = torch.empty_like(traces0)
+        before = traces0.numpy()
         mods, rates = ws.get("mods", (T, B, 1), h0), ws.get("rates", (T, B, N), h0)
         q, decay = ws.get("q", (T, B, N), h0), ws.get("decay", (T, B, N), h0)
         # Each step's gates start as one matrix product for the batch, x W_x + b + h_prev W_h (the cell input's
@@ -156,7 +157,7 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         terms = [a.numpy() for a in (mods, rates, q, decay)]
         kind = cpu_kernels.KINDS[spec.kind]
         groups = cpu_kernels.threads(B, per_step=True)
-        cpu_kernels.first_drive(drive_np, current_np, h_np[0], np.zeros(0, h_np.dtype), no_w, alpha_full)
+        cpu_kernels.first_drive(drive_np, before, h_np[0], np.zeros(0, h_np.dtype), no_w, alpha_full)
         for t in range(T):
             torch.addmm(xd[t], h[t], weight_hh, out=gates)
             torch.sigmoid(gates[:, :3 * N], out=ifo[t])
@@ -166,15 +167,14 @@ class _FusedPlasticLSTM(torch.autograd.Function):
             torch.mul(f, c[t], out=c[t + 1]).addcmul_(i, g[t])
             torch.tanh(c[t + 1], out=tanh_c[t])
             torch.mul(o, tanh_c[t], out=h[t + 1])
-            cpu_kernels.lstm_trace_step(current_np, h_np[t], g_np[t], mod_in_np[t + 1], eta_f, *modulator, kind, clip,
-                                        *(a[t] for a in terms), h_np[t + 1], no_w, alpha_full, drive_np, t + 1 == T,
-                                        groups)
-            if (t + 1) % k == 0 and t + 1 < T:
-                middle[(t + 1) // k - 1].copy_(current)
+            after = final.numpy() if t + 1 == T else middle[(t + 1) // k - 1].numpy() if (t + 1) % k == 0 else current
+            cpu_kernels.lstm_trace_step(before, after, h_np[t], g_np[t], mod_in_np[t + 1], eta_f, *modulator, kind,
+                                        clip, *(a[t] for a in terms), h_np[t + 1], no_w, alpha_full, drive_np,
+                                        t + 1 == T, groups)
+            before = after
         ctx.run, ctx.workspace, ctx.k = run, ws, k
         # Saved, buffers included: autograd's version counters then refuse a backward pass through buffers that a
         # later call with the same workspace has overwritten.
-        final = current
         ctx.save_for_backward(h, c, ifo, g, tanh_c, traces0, middle, final, mods, rates, q, decay, weight_hh, alpha,
                               eta, mod_w, fan_w)
         return h[1:].clone(), c[T].clone(), final
