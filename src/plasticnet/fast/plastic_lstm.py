@@ -5,9 +5,11 @@ Same maths as the cell (rule ``hebb``, ``oja`` or ``clip``; any alpha mode; a le
 with or without fan-out, or retroactive neuromodulation with the ``clip`` rule; the modulator fed by the hidden
 state or the cell), but:
 
-- the forward pass runs without an autograd graph: per step, the gates are a few batched PyTorch operations on
-  pre-allocated buffers, and one kernel call updates every example's traces in place and computes, while each new
-  trace row is in a register, the next step's plastic drive ``h @ (w + alpha * trace)``;
+- the forward pass runs without an autograd graph: per step, the gates are one matrix product for the batch (the
+  fixed recurrent weights of all four gates, as the plain LSTM's) and a few batched PyTorch operations on
+  pre-allocated buffers, and one kernel call computes the rate (the modulator, its fan-out), updates every example's
+  traces in place and computes, while each new trace row is in a register, the next step's plastic drive
+  ``h @ (alpha * trace)``;
 - the backward pass is one kernel call (:func:`~plasticnet.fast.cpu_kernels.lstm_backward`) that runs each
   example's whole adjoint recursion, gates included, while its traces (recomputed from the initial ones), their
   adjoints and the weights are in cache, as the plastic RNN's does; the gradients of the weights, the modulator and
@@ -15,8 +17,8 @@ state or the cell), but:
 
 Only the initial and final traces are kept (and, for long sequences of wide layers, the first of each chunk of about
 sqrt(T) steps: :func:`_chunk_length`); the other buffers are a :class:`~plasticnet.fast.Workspace`'s, kept from one
-call to the next. GPUs, and CPUs without the kernels, step the cell under autograd instead
-(:func:`fused_lstm_applies`).
+call to the next. It is the backend ``numba`` of :class:`~plasticnet.PlasticLSTM` (:mod:`.backends`); elsewhere the
+cell is stepped under autograd.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..rules import ClippedHebb
 from . import cpu_kernels
-from .recurrence import Workspace, _numpy, fusable
+from .recurrence import Workspace, _numpy
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,9 @@ class _Run:
     graph: bool = False  # whether a backward pass will follow
 
 
-def fusable_lstm_cell(cell) -> bool:
-    """Whether :func:`fused_lstm_run` can run this cell (a plastic one with a rule it covers)."""
-    if not fusable(cell.rule):
-        return False
-    return cell.modulation != "retroactive" or type(cell.rule) is ClippedHebb
-
-
-def fused_lstm_applies(like: torch.Tensor) -> bool:
-    """Whether the fused layer runs on tensors like ``like``: CPU floats, with the Numba kernels on."""
-    return like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
-
-
 def fused_lstm_run(cell, x_drive: torch.Tensor, state, eta: Optional[torch.Tensor],
                    workspace: Optional[Workspace] = None):
-    """Run ``cell`` (see :func:`fusable_lstm_cell`) over its input drive ``x_drive`` (T, B, 4 N) (``cell.input_drive``
+    """Run ``cell`` (one that the backend ``numba`` covers: :mod:`.backends`) over its input drive ``x_drive`` (T, B, 4 N) (``cell.input_drive``
     of the inputs) from ``state``. ``eta`` is the learned rate without modulation, the eligibility rate with
     retroactive modulation, None with simple modulation. Returns the hidden states (T, B, N), the final cell (B, N)
     and the final traces ``(hebb, eligibility or None)``."""
