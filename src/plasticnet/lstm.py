@@ -183,9 +183,7 @@ class PlasticLSTMCell(nn.Module):
         if backend != "reference":
             from .fast.plastic_lstm import fused_lstm_run
 
-            eta = None if self.modulation == "simple" else \
-                self.eligibility_rate() if self.modulation == "retroactive" else self.eta
-            outputs, c, (hebb, eligibility) = fused_lstm_run(self, self.input_drive(x), state, eta, workspace)
+            outputs, c, (hebb, eligibility) = fused_lstm_run(self, self.input_drive(x), state, workspace)
             return outputs, LSTMState(outputs[-1], c, hebb, eligibility)
         outputs = []
         for x_t in self.input_drive(x).unbind(0):

@@ -378,12 +378,12 @@ def first_drive(drive, traces, pre, in_b, w, alpha):
 
 
 @_part
-def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
-    """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
-    per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` with g_z the modulator's adjoint,
-    written to ``g_z[t, b, 0]`` (modulated cells only; ``g_h`` is updated in place)."""
-    N, one = post.shape[0], post.dtype.type(1)
+def _through_modulator(t, b, d_r, mod, mod_w, fan_w, g_z, g_in):
+    """From the rate's adjoint per unit ``d_r`` through the rate (the modulator m, or its fan-out) and
+    ``m = tanh(mod_w @ input + mod_b)``: the modulator's adjoint g_z into ``g_z[t, b, 0]``, and ``g_z mod_w`` added
+    to ``g_in``, the adjoint of the modulator's input (modulated cells only)."""
     if mod_w.shape[0] > 0:
+        N, one = d_r.shape[0], d_r.dtype.type(1)
         d_m = np.float64(0)  # double: the sum cancels, and the modulator's gradients are sums of it
         if fan_w.shape[0] > 0:
             for j in range(N):
@@ -392,10 +392,33 @@ def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
             for j in range(N):
                 d_m += d_r[j]
         m = mod[t, b, 0]
-        gz = post.dtype.type(d_m) * (one - m * m)
+        gz = d_r.dtype.type(d_m) * (one - m * m)
         g_z[t, b, 0] = gz
         for j in range(N):
-            g_h[j] += gz * mod_w[0, j]
+            g_in[j] += gz * mod_w[0, j]
+
+
+@_part
+def _through_rule_terms(d_q, d_decay, rate, q, post, kind, g_post, d_r):
+    """Through ``q = rate * post`` and the rule's decay (hebb: ``1 - rate``, oja: ``1 - q * post``), from their
+    adjoints ``d_q`` and ``d_decay``: adds the activity's adjoint to ``g_post`` and writes the rate's to ``d_r``."""
+    for j in range(post.shape[0]):
+        g_post[j] += rate[j] * d_q[j]
+        d_r[j] = d_q[j] * post[j]
+        if kind == HEBB:
+            d_r[j] -= d_decay[j]
+        elif kind == OJA:
+            g_post[j] -= (q[j] + q[j]) * d_decay[j]
+            d_r[j] -= post[j] * post[j] * d_decay[j]
+
+
+@_part
+def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
+    """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
+    per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` (:func:`_through_modulator`; ``g_h``
+    is updated in place)."""
+    N, one = post.shape[0], post.dtype.type(1)
+    _through_modulator(t, b, d_r, mod, mod_w, fan_w, g_z, g_h)
     for j in range(N):
         g_a_row[j] = g_h[j] * (one - post[j] * post[j])
 
@@ -539,14 +562,7 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
             # own, so across chunks too), but for the last step's.
             if kind != CLIP or t == T - 1:
                 _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
-            for j in range(N):
-                g_h[j] += rt[j] * d_q[j]
-                d_r[j] = d_q[j] * post[j]
-                if kind == HEBB:
-                    d_r[j] -= d_decay[j]
-                elif kind == OJA:
-                    g_h[j] -= (qt[j] + qt[j]) * d_decay[j]
-                    d_r[j] -= post[j] * post[j] * d_decay[j]
+            _through_rule_terms(d_q, d_decay, rt, qt, post, kind, g_h, d_r)
             _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
             if kind == CLIP and t > 0:
                 _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], clip, g_prev,
@@ -712,30 +728,11 @@ def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rat
                 # The clip rule's update adjoint went with the drive's of the step after, but for the last step's.
                 if kind != CLIP or t == T - 1:
                     _through_update(Gb, s[0], pre, q[t, b], kind, d_q, d_decay, g_q)
-                qt = q[t, b]
                 for j in range(N):
-                    d_g[j] = rt[j] * d_q[j]
-                    d_r[j] = d_q[j] * gt[j]
-                    if kind == HEBB:
-                        d_r[j] -= d_decay[j]
-                    elif kind == OJA:
-                        d_g[j] -= (qt[j] + qt[j]) * d_decay[j]
-                        d_r[j] -= gt[j] * gt[j] * d_decay[j]
+                    d_g[j] = zero
+                _through_rule_terms(d_q, d_decay, rt, q[t, b], gt, kind, d_g, d_r)
             # Through the modulator, to the hidden state or the cell that fed it.
-            if mod_w.shape[0] > 0:
-                d_m = h.dtype.type(0)
-                if fan_w.shape[0] > 0:
-                    for j in range(N):
-                        d_m += d_r[j] * fan_w[j, 0]
-                else:
-                    for j in range(N):
-                        d_m += d_r[j]
-                m = mod[t, b, 0]
-                gz = d_m * (one - m * m)
-                g_z[t, b, 0] = gz
-                src = g_c if from_cell else g_h
-                for j in range(N):
-                    src[j] += gz * mod_w[0, j]
+            _through_modulator(t, b, d_r, mod, mod_w, fan_w, g_z, g_c if from_cell else g_h)
             # Through h = o tanh(c), c = f c_prev + i g and the gates' nonlinearities.
             ga, c_prev, tc = g_gates[t, b], c[t, b], tanh_c[t, b]
             for j in range(N):

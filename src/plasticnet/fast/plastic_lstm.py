@@ -31,47 +31,25 @@ import numpy as np
 import torch
 
 from . import cpu_kernels
-from .recurrence import Workspace, _numpy
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What the loops need to know about the cell beyond its parameters."""
-
-    kind: str  # "hebb", "oja" or "clip"
-    clip: float
-    modulation: Optional[str]  # None, "simple" or "retroactive"
-    fanout: bool
-    from_cell: bool  # the modulator reads the cell c rather than the hidden state h
-
-    @property
-    def n_traces(self) -> int:
-        return 2 if self.modulation == "retroactive" else 1
+from .recurrence import Workspace, _numpy, _Plasticity, kernel_scalars, plasticity, plasticity_tensors
 
 
 @dataclass
 class _Run:
-    spec: _Spec
+    spec: _Plasticity
+    from_cell: bool  # the modulator reads the cell c rather than the hidden state h
     workspace: Workspace
     graph: bool = False  # whether a backward pass will follow
 
 
-def fused_lstm_run(cell, x_drive: torch.Tensor, state, eta: Optional[torch.Tensor],
-                   workspace: Optional[Workspace] = None):
-    """Run ``cell`` (one that the backend ``numba`` covers: :mod:`.backends`) over its input drive ``x_drive`` (T, B, 4 N) (``cell.input_drive``
-    of the inputs) from ``state``. ``eta`` is the learned rate without modulation, the eligibility rate with
-    retroactive modulation, None with simple modulation. Returns the hidden states (T, B, N), the final cell (B, N)
-    and the final traces ``(hebb, eligibility or None)``."""
-    spec = _Spec(cell.rule.name, float(getattr(cell.rule, "clip", math.inf)), cell.modulation, cell.fanout,
-                 cell.modulator_input == "cell")
-    run = _Run(spec, workspace or Workspace())
+def fused_lstm_run(cell, x_drive: torch.Tensor, state, workspace: Optional[Workspace] = None):
+    """Run ``cell`` (one that the backend ``numba`` covers: :mod:`.backends`) over its input drive ``x_drive``
+    (T, B, 4 N) (``cell.input_drive`` of the inputs) from ``state``. Returns the hidden states (T, B, N), the final
+    cell (B, N) and the final traces ``(hebb, eligibility or None)``."""
+    run = _Run(plasticity(cell), cell.modulator_input == "cell", workspace or Workspace())
     retro = cell.modulation == "retroactive"
     traces0 = torch.stack([state.hebb, state.eligibility], 1) if retro else state.hebb.unsqueeze(1)
-    modulated = cell.modulation is not None
-    fan = cell.modfanout if modulated and cell.fanout else None
-    tensors = (x_drive, state.h, state.c, traces0, cell.weight_hh, cell.alpha, eta,
-               cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
-               fan.weight if fan is not None else None, fan.bias if fan is not None else None)
+    tensors = (x_drive, state.h, state.c, traces0, cell.weight_hh, *plasticity_tensors(cell))
     run.graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     hs, c, traces = _FusedPlasticLSTM.apply(*tensors, run)
     return hs, c, (traces[:, 0], traces[:, 1] if retro else None)
@@ -139,10 +117,9 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         no_w = h0.new_zeros(1, N).numpy()  # the kernels' fixed weight: one zero row that every row shares
         alpha_full = _alpha_rows(alpha, N).numpy()
         modulator = (_numpy(mod_w, 2, h0), _numpy(mod_b, 1, h0), _numpy(fan_w, 2, h0), _numpy(fan_b, 1, h0))
-        dtype = h.numpy().dtype.type
-        eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
+        eta_f, clip = kernel_scalars(spec, eta, h.numpy().dtype)
         h_np, g_np, drive_np = h.numpy(), g.numpy(), drive.numpy()
-        mod_in_np = (c if spec.from_cell else h).numpy()
+        mod_in_np = (c if run.from_cell else h).numpy()
         terms = [a.numpy() for a in (mods, rates, q, decay)]
         kind = cpu_kernels.KINDS[spec.kind]
         groups = cpu_kernels.threads(B, per_step=True)
@@ -172,7 +149,7 @@ class _FusedPlasticLSTM(torch.autograd.Function):
     def backward(ctx, g_out, g_c_final, g_traces_final):
         h, c, ifo, g, tanh_c, first, middle, final, mods, rates, q, decay, weight_hh, alpha, eta, mod_w, fan_w = \
             ctx.saved_tensors
-        spec, ws, k = ctx.run.spec, ctx.workspace, ctx.k
+        spec, from_cell, ws, k = ctx.run.spec, ctx.run.from_cell, ctx.workspace, ctx.k
         T, B, N = g.shape
         modulated = spec.modulation is not None
         g_out = g_out.contiguous() if g_out is not None else h.new_zeros(T, B, N)
@@ -194,11 +171,10 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         w_ifo = weight_hh[:, :3 * N]
         weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w_ifo, 2, h), _numpy(weight_hh[:, 3 * N:], 2, h),
                    _alpha_rows(alpha, N).numpy())
-        dtype = h.numpy().dtype.type
-        eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
+        eta_f, clip = kernel_scalars(spec, eta, h.numpy().dtype)
         arrays = [t.numpy() for t in (h, c, ifo, g, tanh_c, rates, q, decay, mods)]
         cpu_kernels.lstm_backward(first.numpy(), middle.numpy(), final.numpy(), k, *arrays, *weights, eta_f,
-                                  g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip, spec.from_cell, G.numpy(),
+                                  g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip, from_cell, G.numpy(),
                                   g_gates.numpy(), d_rates.numpy(), g_z.numpy(), g_h0.numpy(), g_c.numpy(),
                                   d_alpha_ex.numpy(), d_eta_ex.numpy(), work, vectors, groups)
         ws.release()
@@ -210,7 +186,7 @@ class _FusedPlasticLSTM(torch.autograd.Function):
             d_eta = d_rates.sum().reshape(eta.shape)
         elif spec.modulation == "retroactive":
             d_eta = d_eta_ex.sum().reshape(eta.shape)
-        d_mod_w = (flat(g_z).t() @ flat((c if spec.from_cell else h)[1:])) if modulated else None
+        d_mod_w = (flat(g_z).t() @ flat((c if from_cell else h)[1:])) if modulated else None
         d_mod_b = g_z.sum((0, 1)) if modulated else None
         d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
         d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None
