@@ -649,7 +649,7 @@ def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, 
 
 # The plastic LSTM (:mod:`plasticnet.fast.plastic_lstm`): the same rules and passes as the RNN's, but the Hebbian
 # term pairs the previous hidden state (pre) with the cell input g, and the rate comes from the new hidden state or
-# cell. Forward, the gates are batched PyTorch operations and :func:`lstm_trace_step` does a step's trace work;
+# cell. Forward, the gates are batched PyTorch operations and :func:`lstm_trace_step` does a step's plasticity;
 # backward, :func:`lstm_backward` runs each example's whole recursion, gates included, as :func:`plastic_backward`.
 
 

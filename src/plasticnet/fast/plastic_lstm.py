@@ -73,9 +73,11 @@ def _alpha_gradient(rows: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 def _chunk_length(steps: int, trace_bytes: int) -> int:
     """The backward pass recomputes a chunk's traces from its first one, one example at a time, in cache, which is
     faster than reading back traces written to memory (as the RNN's). One chunk for the whole sequence where an
-    example's recomputed traces take at most 16 MB (the PTB small preset: 3 MB): the forward pass then copies no
-    trace but the final one (at 199 units, batch 20, T = 20, chunks of 4, 7 or 20 steps took the same time within
-    the shared machine's noise); else chunks of about sqrt(T) steps."""
+    example's recomputed traces take at most 16 MB (the PTB small preset: 3 MB): then every forward step but the
+    first and the last updates the traces in place (at 199 units, batch 20, T = 20, chunks of 5 or 20 steps took the
+    same time within the shared machine's noise: the backward pass 1-2 ms faster with chunks of 5, whose traces stay
+    in the second-level cache, the forward pass as much slower, writing the kept traces); else chunks of about
+    sqrt(T) steps."""
     if (steps - 1) * trace_bytes <= _WHOLE_SEQUENCE_WORK_BYTES:
         return steps
     return math.ceil(math.sqrt(steps))
