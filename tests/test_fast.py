@@ -86,6 +86,14 @@ def test_plastic_rnn_uses_fused_path_only_where_it_applies(trace_ops):
     assert "backend='auto' -> " + ("numba" if trace_ops else "torch") in repr(PlasticRNN(3, 4))
 
 
+def test_use_backend_naming_a_backend_that_does_not_cover_the_cell_is_one_clear_error():
+    """The refusal names what auto would choose without the block (a recursion through the block's setting, once)."""
+    rnn = PlasticRNN(3, 4, rule="clip", modulation="retroactive")
+    with use_backend("triton"), pytest.raises(ConfigError, match=r"backend 'triton' does not cover this cell: .*"
+                                                                   r"use backend='auto' \(here: (numba|torch)\)"):
+        rnn(torch.randn(2, 1, 3))
+
+
 @pytest.mark.parametrize("every", [None, 3])
 def test_plastic_rnn_fused_matches_unfused_with_input_projection(every):
     torch.manual_seed(3)

@@ -1,11 +1,14 @@
 """The fused plastic LSTM gives the step-by-step cell's results: outputs, final state and every gradient, for each
 rule, alpha mode, rate form and modulator input, in double precision; in single precision at the PTB preset's size."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from plasticnet import PlasticLSTM
-from plasticnet.fast import cpu_kernels, plastic_lstm
+from plasticnet.errors import ConfigError
+from plasticnet.fast import cpu_kernels, plastic_lstm, resolve_cell, use_backend
 from plasticnet.lstm import LSTMState
 
 CASES = [
@@ -43,9 +46,9 @@ def _pair(cfg, sizes, dtype, clip=0.3, seed=0):
             cell.w.normal_(0, 0.5)
             if hasattr(cell, "eta"):
                 cell.eta.fill_(0.4)
-    stepped = PlasticLSTM(3, sizes, len(sizes), clip=clip, fused=False, **cfg).to(dtype)
+    stepped = PlasticLSTM(3, sizes, len(sizes), clip=clip, backend="reference", **cfg).to(dtype)
     stepped.load_state_dict(fused.state_dict())
-    assert fused.fused and not stepped.fused
+    assert fused.chosen_backend() == "numba" and stepped.chosen_backend() == "reference"
     return fused, stepped
 
 
@@ -114,7 +117,7 @@ def test_fused_lstm_float32_at_ptb_size(model):
     fused = PlasticLSTM(200, 199, 1, clip=2.0, **cfg)
     with torch.no_grad():  # traces that matter: alpha as a trained model's, a state carried from earlier segments
         fused.cells[0].alpha.fill_(0.02)
-    stepped = PlasticLSTM(200, 199, 1, clip=2.0, fused=False, **cfg)
+    stepped = PlasticLSTM(200, 199, 1, clip=2.0, backend="reference", **cfg)
     stepped.load_state_dict(fused.state_dict())
     x = torch.randn(20, 20, 200)
     states = _random_state(fused, 20, torch.float32)
@@ -132,13 +135,68 @@ def test_fused_lstm_float32_at_ptb_size(model):
     print(f"{model}: largest relative error, fused {max(fused_errors):.1e}, stepped {max(stepped_errors):.1e}")
 
 
-def test_fused_path_only_where_it_applies():
-    assert PlasticLSTM(3, 4, rule="clip").fused
-    assert PlasticLSTM(3, 4, rule="clip", modulation="simple", fanout=True).fused
-    assert PlasticLSTM(3, 4, rule="clip", modulation="retroactive").fused
-    assert not PlasticLSTM(3, 4, rule="clip", fused=False).fused
-    assert not PlasticLSTM(3, 4, rule=None).fused  # the plain LSTM steps the cell
-    assert not PlasticLSTM(3, 4, rule="softclip").fused
-    assert not PlasticLSTM(3, 4, rule="softclip", modulation="retroactive").fused
+def test_auto_chooses_numba_where_it_covers_the_cells_and_says_so():
+    for kwargs in (dict(rule="clip"), dict(rule="oja", alpha="full"),
+                   dict(rule="clip", modulation="simple", fanout=True), dict(rule="clip", modulation="retroactive")):
+        lstm = PlasticLSTM(3, 4, **kwargs)
+        assert lstm.chosen_backend() == "numba" and lstm.fused
+        assert "backend='auto' -> numba" in repr(lstm)
+    for kwargs in (dict(rule=None), dict(rule="softclip"), dict(rule="softclip", modulation="retroactive")):
+        lstm = PlasticLSTM(3, 4, **kwargs)  # the plain LSTM, and a rule without a fused backward pass
+        assert lstm.chosen_backend() == "reference" and not lstm.fused
+        assert "backend='auto' -> reference" in repr(lstm)
     lstm, x = PlasticLSTM(3, 4, rule="clip"), torch.randn(2, 1, 3)
-    assert lstm.uses_fused(x) and not lstm.uses_fused(x.half())
+    assert lstm.chosen_backend(x) == "numba" and lstm.chosen_backend(x.half()) == "reference"
+    assert repr(PlasticLSTM(3, 4, rule="clip", backend="reference")).count("backend='reference'") == 1
+
+
+@pytest.mark.parametrize("backend, kwargs, words", [
+    ("numba", dict(rule="softclip"), "rule 'softclip' has no fused backward pass"),
+    ("fused", dict(rule=None), "a cell without plasticity runs on the reference"),
+    ("torch", dict(rule="clip"), "no fused form on torch"),
+    ("triton", dict(rule="clip", modulation="simple"), "no fused form on triton"),
+    ("fused", dict(rule="softclip", modulation="simple"), "rule 'softclip' has no fused backward pass"),
+])
+def test_a_backend_that_cannot_cover_the_cells_is_refused_when_built(backend, kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        PlasticLSTM(3, 4, backend=backend, **kwargs)
+
+
+def test_numba_is_refused_on_tensors_it_does_not_run():
+    lstm = PlasticLSTM(3, 4, rule="clip", backend="numba")
+    with pytest.raises(ConfigError, match="backend 'numba' does not cover this cell: cpu tensors of torch.float16"):
+        lstm.half()(torch.randn(2, 1, 3).half())
+    cuda_like = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
+    with pytest.raises(ConfigError, match="cuda tensors of torch.float32"):
+        resolve_cell("numba", lstm.cells[0], cuda_like)
+    assert resolve_cell("auto", lstm.cells[0], cuda_like) == "reference"
+    with pytest.raises(ConfigError, match="backend 'fused' does not cover this cell: cuda tensors"):
+        resolve_cell("fused", lstm.cells[0], cuda_like)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_numba_is_refused_on_a_cuda_model_and_auto_steps_it():
+    x = torch.randn(3, 2, 3, device="cuda")
+    with pytest.raises(ConfigError, match="cuda tensors"):
+        PlasticLSTM(3, 4, rule="clip", backend="numba").cuda()(x)
+    lstm = PlasticLSTM(3, 4, rule="clip").cuda()
+    assert lstm.chosen_backend() == "reference" and lstm(x)[0].shape == (3, 2, 4)
+
+
+def test_use_backend_switches_auto_layers_only(monkeypatch):
+    calls = []
+    run = plastic_lstm.fused_lstm_run
+    monkeypatch.setattr(plastic_lstm, "fused_lstm_run", lambda *args: calls.append(1) or run(*args))
+    auto, pinned = PlasticLSTM(3, 4, 2, rule="clip"), PlasticLSTM(3, 4, 2, rule="clip", backend="numba")
+    x = torch.randn(5, 2, 3)
+    with use_backend("reference"):
+        assert auto.chosen_backend() == "reference" and "backend='auto' -> reference" in repr(auto)
+        auto(x)
+        assert calls == []  # stepped under autograd
+        assert pinned.chosen_backend() == "numba"
+        pinned(x)
+        assert len(calls) == 2  # one fused run per layer
+    with use_backend("torch"), pytest.raises(ConfigError, match="no fused form on torch"):
+        auto(x)
+    auto(x)
+    assert len(calls) == 4

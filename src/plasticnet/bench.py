@@ -140,10 +140,11 @@ def _where(device: torch.device) -> str:
 
 
 def _backend(model) -> str:
-    """The backend that runs ``model`` (a layer or agent with a ``backend`` setting): ``'auto' -> numba``."""
+    """The backend that runs ``model`` (a layer or agent with a ``backend`` setting, or a plastic LSTM):
+    ``'auto' -> numba``."""
     from .layers import describe_backend
 
-    return describe_backend(model.backend, model.cell)
+    return describe_backend(model.backend, model.cells[0] if hasattr(model, "cells") else model.cell)
 
 
 def _copy_plastic_weights(plain, cell) -> None:
@@ -329,7 +330,7 @@ def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic",
             rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
                          "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "lstm_tps": per_step / lstm_s,
                          "of_lstm": lstm_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
-                         "max_logit_difference": gap})
+                         "max_logit_difference": gap, "backend": _backend(library.rnn)})
     return rows
 
 
@@ -340,11 +341,11 @@ def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
           f"library's; {where}")
     rows = bench_ptb(batch_sizes, rounds, device)
     print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
-          f"{'LSTM tok/s':>11} {'of LSTM':>8} {'library MB':>11} {'plain MB':>9} {'same logits':>12}")
+          f"{'LSTM tok/s':>11} {'of LSTM':>8} {'library MB':>11} {'plain MB':>9} {'same logits':>12}  backend")
     for r in rows:
         print(f"{r['model']:>9} {r['hidden']:>6} {r['batch']:>5} {r['library_tps']:>14.0f} {r['plain_tps']:>12.0f} "
               f"{r['speedup']:>8.2f}x {r['lstm_tps']:>11.0f} {r['of_lstm']:>8.2f} {r['library_mb']:>11.0f} "
-              f"{r['plain_mb']:>9.0f} {r['max_logit_difference']:>12.1e}")
+              f"{r['plain_mb']:>9.0f} {r['max_logit_difference']:>12.1e}  {r['backend']}")
     return rows
 
 

@@ -120,17 +120,14 @@ def make_plasticity(rule, clip: float, modulation: Optional[str], fanout: bool) 
 
 
 def check_cell_backend(backend: str, cell) -> str:
-    """Refuse, at construction, a ``backend`` that cannot run ``cell`` on any device (what depends on the device is
-    checked when the cell runs); returns ``backend``."""
-    from .fast.backends import check_backend, why_not
+    """Refuse, at construction, a ``backend`` that cannot run ``cell`` (a plastic RNN's or LSTM's) on any device
+    (what depends on the device is checked when the cell runs); returns ``backend``."""
+    from .fast.backends import why_not_anywhere
 
-    check_backend(backend)
-    if backend not in ("auto", "reference"):
-        reason = why_not("torch", cell.rule, cell.activation, cell.modulation, cell.hidden_size, torch.device("cpu"),
-                         torch.float32)
-        if reason is not None:
-            raise ConfigError(f"backend {backend!r} does not cover this cell: {reason}; use backend='auto' or "
-                              f"'reference'")
+    reason = why_not_anywhere(backend, cell)
+    if reason is not None:
+        raise ConfigError(f"backend {backend!r} does not cover this cell: {reason}; use backend='auto' or "
+                          f"'reference'")
     return backend
 
 

@@ -179,19 +179,17 @@ class PlasticLSTMCell(nn.Module):
         eta (clamped to [0, 1]), as the step computes it."""
         return eligibility_rate(self.eta)
 
-    def sequence(self, x: torch.Tensor, state: Optional[LSTMState] = None, fused: bool = False,
+    def sequence(self, x: torch.Tensor, state: Optional[LSTMState] = None, backend: str = "reference",
                  workspace=None):
-        """Run over ``x`` (T, B, input_size); returns outputs (T, B, hidden_size) and the final state. ``fused``
-        runs the whole sequence through :func:`plasticnet.fast.fused_lstm_run` (see :meth:`PlasticLSTM.uses_fused`)
-        with the buffers of ``workspace``; otherwise step by step."""
+        """Run over ``x`` (T, B, input_size); returns outputs (T, B, hidden_size) and the final state. ``backend``
+        is a concrete one (:meth:`PlasticLSTM.chosen_backend`): ``"numba"`` runs the whole sequence through
+        :func:`plasticnet.fast.fused_lstm_run` with the buffers of ``workspace``, ``"reference"`` step by step."""
         if state is None:
             state = self.initial_state(x.shape[1])
-        if fused:
+        if backend != "reference":
             from .fast.plastic_lstm import fused_lstm_run
 
-            eta = None if self.modulation == "simple" else \
-                self.eligibility_rate() if self.modulation == "retroactive" else self.eta
-            outputs, c, (hebb, eligibility) = fused_lstm_run(self, self.input_drive(x), state, eta, workspace)
+            outputs, c, (hebb, eligibility) = fused_lstm_run(self, self.input_drive(x), state, workspace)
             return outputs, LSTMState(outputs[-1], c, hebb, eligibility)
         outputs = []
         for x_t in self.input_drive(x).unbind(0):
@@ -216,16 +214,19 @@ class PlasticLSTM(nn.Module):
     layers with one mask per sequence (variational, as AWD-LSTM), in training mode only. Other keywords go to
     every cell.
 
-    ``fused=True`` (default) runs each plastic layer with the ``hebb``, ``oja`` or ``clip`` rule (retroactive
-    modulation: ``clip`` only) through :func:`plasticnet.fast.fused_lstm_run` where its kernels apply (CPU tensors
-    of floats, the Numba kernels on: :meth:`uses_fused`): the same results, faster, with a hand-written backward
-    pass and buffers kept from one call to the next. Other layers step the cell under autograd.
+    ``backend`` says what runs the layers, as for :class:`plasticnet.PlasticRNN` (:mod:`plasticnet.fast.backends`):
+    ``"auto"`` (default) the fastest backend that covers the cells on their device and dtype, ``"reference"`` the
+    cell stepped under autograd, ``"fused"`` or ``"numba"`` the fused layer
+    (:func:`plasticnet.fast.fused_lstm_run`: the ``hebb``, ``oja`` or ``clip`` rule, retroactive modulation with
+    ``clip`` only, CPU tensors of float32 or float64): the same results, faster, with a hand-written backward pass
+    and buffers kept from one call to the next. ``"torch"`` and ``"triton"`` have no fused LSTM. A backend that does
+    not cover the cells raises a ConfigError (when the model runs, for what depends on the device and dtype).
     """
 
     def __init__(self, input_size: int, hidden_size: Union[int, Sequence[int]], num_layers: int = 1,
-                 dropout: float = 0.0, batch_first: bool = False, fused: bool = True, **cell_kwargs):
+                 dropout: float = 0.0, batch_first: bool = False, backend: str = "auto", **cell_kwargs):
         from .fast import Workspace
-        from .fast.plastic_lstm import fusable_lstm_cell
+        from .layers import check_cell_backend
 
         super().__init__()
         sizes = [hidden_size] * num_layers if isinstance(hidden_size, int) else list(hidden_size)
@@ -236,7 +237,7 @@ class PlasticLSTM(nn.Module):
         self.dropout, self.batch_first = dropout, batch_first
         inputs = [input_size] + sizes[:-1]
         self.cells = nn.ModuleList(PlasticLSTMCell(i, h, **cell_kwargs) for i, h in zip(inputs, sizes))
-        self.fused = fused and all(fusable_lstm_cell(cell) for cell in self.cells)
+        self.backend = check_cell_backend(backend, self.cells[0])  # the cells differ in their sizes only
         self._workspaces = [Workspace() for _ in self.cells]  # the fused path's buffers, kept between calls
 
     @property
@@ -246,11 +247,21 @@ class PlasticLSTM(nn.Module):
     def initial_state(self, batch_size: int) -> list[LSTMState]:
         return [cell.initial_state(batch_size) for cell in self.cells]
 
-    def uses_fused(self, x: torch.Tensor) -> bool:
-        """Whether the layers run through the fused sequence on inputs like ``x``."""
-        from .fast.plastic_lstm import fused_lstm_applies
+    def chosen_backend(self, like: Optional[torch.Tensor] = None) -> str:
+        """The backend that runs the layers on tensors like ``like`` (default: their parameters)."""
+        from .fast import resolve_cell
 
-        return self.fused and fused_lstm_applies(x)
+        return resolve_cell(self.backend, self.cells[0], like)
+
+    @property
+    def fused(self) -> bool:
+        """Whether a fused backend runs the layers on their parameters' device and dtype."""
+        return self.chosen_backend() != "reference"
+
+    def extra_repr(self) -> str:
+        from .layers import describe_backend
+
+        return f"backend={describe_backend(self.backend, self.cells[0])}"
 
     def forward(self, x: torch.Tensor, states: Optional[list[LSTMState]] = None,
                 batch_shard: Optional[tuple[int, slice]] = None):
@@ -262,10 +273,10 @@ class PlasticLSTM(nn.Module):
             x = x.transpose(0, 1)
         if states is None:
             states = self.initial_state(x.shape[1])
-        new_states, fused = [], self.uses_fused(x)
+        new_states, backend = [], self.chosen_backend(x)
         for layer, (cell, state) in enumerate(zip(self.cells, states)):
             if layer > 0:
                 x = locked_dropout(x, self.dropout, self.training, batch_shard)
-            x, state = cell.sequence(x, state, fused, self._workspaces[layer])
+            x, state = cell.sequence(x, state, backend, self._workspaces[layer])
             new_states.append(state)
         return (x.transpose(0, 1) if self.batch_first else x), new_states

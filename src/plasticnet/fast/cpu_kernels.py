@@ -141,15 +141,17 @@ def _cheap_launches() -> bool:
 
 
 @_part
-def _row(alpha, i):
-    """Row i of alpha (N, N), or the one row that a per-neuron alpha (1, N) gives every row (likewise its gradient)."""
-    return alpha[min(i, alpha.shape[0] - 1)]
+def _row(matrix, i):
+    """Row i of a matrix (N, N), or the one row that a matrix given as (1, N) gives every row: a per-neuron alpha
+    (likewise its gradient), or the LSTM's zero fixed weight in the forward pass (whose product with the fixed
+    weights is one matrix product for the batch)."""
+    return matrix[min(i, matrix.shape[0] - 1)]
 
 
 @_part
 def _add_drive(drive, pre, w, alpha, trace_row, i):
     """``drive += pre[i] * (w[i] + alpha[i] * trace_row)``: row i's part of ``pre @ (w + alpha * trace)``."""
-    p, w_row, a_row = pre[i], w[i], _row(alpha, i)
+    p, w_row, a_row = pre[i], _row(w, i), _row(alpha, i)
     for j in range(drive.shape[0]):
         drive[j] += p * (w_row[j] + a_row[j] * trace_row[j])
 
@@ -185,7 +187,7 @@ def _update(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, with
     N = pre.shape[0]
     in_place = after.ctypes.data == before.ctypes.data
     for i in range(N):
-        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], w[i], _row(alpha, i)
+        p, dst, src, n, w_row, a_row = pre[i], after[i], before[i], nxt[i], _row(w, i), _row(alpha, i)
         # One loop per case: the compiler vectorises a loop only where it can tell that the rows do not overlap (in
         # place they do: a loop of its own), and a loop of the drive's own beside the update's stopped it too.
         if with_drive and in_place and kind == CLIP:
@@ -225,7 +227,7 @@ def _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b):
         r0, r1, r2, r3 = traces[b, 0, i], traces[b + 1, 0, i], traces[b + 2, 0, i], traces[b + 3, 0, i]
         p0, p1, p2, p3 = pre[b, i], pre[b + 1, i], pre[b + 2, i], pre[b + 3, i]
         n0, n1, n2, n3 = nxt[b, i], nxt[b + 1, i], nxt[b + 2, i], nxt[b + 3, i]
-        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], w[i], _row(alpha, i)
+        q0, q1, q2, q3, w_row, a_row = q[b], q[b + 1], q[b + 2], q[b + 3], _row(w, i), _row(alpha, i)
         d0, d1, d2, d3 = drive[b], drive[b + 1], drive[b + 2], drive[b + 3]
         if kind == CLIP:
             for j in range(N):
@@ -265,7 +267,7 @@ def _retro_update(plastic_after, elig_after, plastic, elig, pre, post, rate, eta
     in_place = plastic_after.ctypes.data == plastic.ctypes.data
     for i in range(N):
         e_pre, p_row, e_row, pa_row, ea_row = eta * pre[i], plastic[i], elig[i], plastic_after[i], elig_after[i]
-        n, w_row, a_row = nxt[i], w[i], _row(alpha, i)
+        n, w_row, a_row = nxt[i], _row(w, i), _row(alpha, i)
         if with_drive and in_place:  # as in _update
             for j in range(N):
                 v = min(max(p_row[j] + rate[j] * e_row[j], -clip), clip)
@@ -298,44 +300,56 @@ def _next_drive(drive, in_b):
         drive[j] = in_b[j] if in_b.shape[0] > 0 else 0
 
 
+@_part
+def _rule_terms(b, post, mod_in, eta, mod_w, mod_b, fan_w, fan_b, kind, mod, rate, q, decay):
+    """Example b's terms of a step's update from its new activity ``post``: the rate that the modulator's input
+    ``mod_in`` gives (into ``rate[b]``; the modulator into ``mod[b, 0]`` if modulated), ``q = rate * post`` and the
+    rule's decay (hebb: ``1 - rate``, oja: ``1 - q * post``; left alone for clip)."""
+    r, qb, db, one = rate[b], q[b], decay[b], post.dtype.type(1)
+    m = _rate(mod_in, r, eta, mod_w, mod_b, fan_w, fan_b)
+    if mod_w.shape[0] > 0:
+        mod[b, 0] = m
+    for j in range(post.shape[0]):
+        qb[j] = r[j] * post[j]
+    if kind == HEBB:
+        for j in range(post.shape[0]):
+            db[j] = one - r[j]
+    elif kind == OJA:
+        for j in range(post.shape[0]):
+            db[j] = one - qb[j] * post[j]
+
+
+@_part
+def _update_examples(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0, b1, with_drive):
+    """:func:`_update` for examples b0 to b1 - 1 (at most four) of the batch arrays: with :func:`_update_four` where
+    it applies (four examples, in place, with the drive: every step but a chunk's ends), else one by one."""
+    if with_drive and b1 - b0 == 4 and after.ctypes.data == before.ctypes.data:
+        _update_four(after, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0)
+    else:
+        for b in range(b0, b1):
+            _update(after[b, 0], before[b, 0], pre[b], q[b], decay[b], kind, clip, nxt[b], w, alpha, drive[b],
+                    with_drive)
+
+
 @_Kernel
 def plastic_step(before, after, pre, post, in_b, w, alpha, eta, mod_w, mod_b, fan_w, fan_b, kind, clip, mod, rate,
                  q, decay, drive, last, groups):
-    """The plasticity of one time step for every example (B, N), from the new activity ``post``: the rate (into
-    ``rate``; the modulator into ``mod`` (B, 1) if modulated), ``q = rate * post``, the rule's decay (hebb:
-    ``1 - rate``, oja: ``1 - q * post``; left alone for clip), and ``after`` from ``before`` (B, 1, N, N) as in
+    """The plasticity of one time step for every example (B, N), from the new activity ``post``: the rate, q and
+    decay of :func:`_rule_terms` (the modulator reading ``post``), and ``after`` from ``before`` (B, 1, N, N) as in
     :func:`_update` (``after`` may be ``before``). Unless the step is the ``last``, ``drive`` (B, N) becomes the
     next step's ``in_b + post @ (w + alpha * after)`` (its input's other part, ``in_w @ x``, is added by the caller,
     who also takes the tanh: PyTorch's is vectorised). The examples, four by four, are shared out among
     ``groups`` threads."""
-    B, N = pre.shape
-    in_place = before.ctypes.data == after.ctypes.data
-    fours, one = (B + 3) // 4, pre.dtype.type(1)
+    B = pre.shape[0]
+    fours = (B + 3) // 4
     for g in _prange(groups):
-        first, end = g * fours // groups, (g + 1) * fours // groups
-        for four in range(first, end):  # examples four by four: they share the weights' loads
+        for four in range(g * fours // groups, (g + 1) * fours // groups):  # four by four: they share the weights
             b0, b1 = 4 * four, min(4 * four + 4, B)
             for b in range(b0, b1):
-                a, r, qb, db = post[b], rate[b], q[b], decay[b]
-                m = _rate(a, r, eta, mod_w, mod_b, fan_w, fan_b)
-                if mod_w.shape[0] > 0:
-                    mod[b, 0] = m
-                for j in range(N):
-                    qb[j] = r[j] * a[j]
-                if kind == HEBB:
-                    for j in range(N):
-                        db[j] = one - r[j]
-                elif kind == OJA:
-                    for j in range(N):
-                        db[j] = one - qb[j] * a[j]
+                _rule_terms(b, post[b], post[b], eta, mod_w, mod_b, fan_w, fan_b, kind, mod, rate, q, decay)
                 if not last:
                     _next_drive(drive[b], in_b)
-            if in_place and not last and b1 - b0 == 4:  # the common case: every step but a chunk's ends
-                _update_four(after, pre, q, decay, kind, clip, post, w, alpha, drive, b0)
-            else:
-                for b in range(b0, b1):
-                    _update(after[b, 0], before[b, 0], pre[b], q[b], decay[b], kind, clip, post[b], w, alpha,
-                            drive[b], not last)
+            _update_examples(after, before, pre, q, decay, kind, clip, post, w, alpha, drive, b0, b1, not last)
 
 
 @_Kernel
@@ -364,12 +378,12 @@ def first_drive(drive, traces, pre, in_b, w, alpha):
 
 
 @_part
-def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
-    """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
-    per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` with g_z the modulator's adjoint,
-    written to ``g_z[t, b, 0]`` (modulated cells only; ``g_h`` is updated in place)."""
-    N, one = post.shape[0], post.dtype.type(1)
+def _through_modulator(t, b, d_r, mod, mod_w, fan_w, g_z, g_in):
+    """From the rate's adjoint per unit ``d_r`` through the rate (the modulator m, or its fan-out) and
+    ``m = tanh(mod_w @ input + mod_b)``: the modulator's adjoint g_z into ``g_z[t, b, 0]``, and ``g_z mod_w`` added
+    to ``g_in``, the adjoint of the modulator's input (modulated cells only)."""
     if mod_w.shape[0] > 0:
+        N, one = d_r.shape[0], d_r.dtype.type(1)
         d_m = np.float64(0)  # double: the sum cancels, and the modulator's gradients are sums of it
         if fan_w.shape[0] > 0:
             for j in range(N):
@@ -378,10 +392,33 @@ def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
             for j in range(N):
                 d_m += d_r[j]
         m = mod[t, b, 0]
-        gz = post.dtype.type(d_m) * (one - m * m)
+        gz = d_r.dtype.type(d_m) * (one - m * m)
         g_z[t, b, 0] = gz
         for j in range(N):
-            g_h[j] += gz * mod_w[0, j]
+            g_in[j] += gz * mod_w[0, j]
+
+
+@_part
+def _through_rule_terms(d_q, d_decay, rate, q, post, kind, g_post, d_r):
+    """Through ``q = rate * post`` and the rule's decay (hebb: ``1 - rate``, oja: ``1 - q * post``), from their
+    adjoints ``d_q`` and ``d_decay``: adds the activity's adjoint to ``g_post`` and writes the rate's to ``d_r``."""
+    for j in range(post.shape[0]):
+        g_post[j] += rate[j] * d_q[j]
+        d_r[j] = d_q[j] * post[j]
+        if kind == HEBB:
+            d_r[j] -= d_decay[j]
+        elif kind == OJA:
+            g_post[j] -= (q[j] + q[j]) * d_decay[j]
+            d_r[j] -= post[j] * post[j] * d_decay[j]
+
+
+@_part
+def _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a_row, g_z):
+    """From the adjoint of the new activity ``g_h`` (the rate's own path included, as ``d_r``, the rate's adjoint
+    per unit) to the drive's: ``g_a_row = (g_h + g_z mod_w) * (1 - post^2)`` (:func:`_through_modulator`; ``g_h``
+    is updated in place)."""
+    N, one = post.shape[0], post.dtype.type(1)
+    _through_modulator(t, b, d_r, mod, mod_w, fan_w, g_z, g_h)
     for j in range(N):
         g_a_row[j] = g_h[j] * (one - post[j] * post[j])
 
@@ -525,14 +562,7 @@ def _plastic_example_backward(b, starts, k, h, rate, q, decay, mod, mod_w, fan_w
             # own, so across chunks too), but for the last step's.
             if kind != CLIP or t == T - 1:
                 _through_update(Gb, trace, pre, qt, kind, d_q, d_decay, g_q)
-            for j in range(N):
-                g_h[j] += rt[j] * d_q[j]
-                d_r[j] = d_q[j] * post[j]
-                if kind == HEBB:
-                    d_r[j] -= d_decay[j]
-                elif kind == OJA:
-                    g_h[j] -= (qt[j] + qt[j]) * d_decay[j]
-                    d_r[j] -= post[j] * post[j] * d_decay[j]
+            _through_rule_terms(d_q, d_decay, rt, qt, post, kind, g_h, d_r)
             _through_activity(t, b, g_h, d_r, post, mod, mod_w, fan_w, g_a[t, b], g_z)
             if kind == CLIP and t > 0:
                 _through_drive_and_update(Gb, trace, pre, g_a[t, b], g_q, w, alpha, d_alpha[b], clip, g_prev,
@@ -619,37 +649,41 @@ def retro_backward(starts, k, h, rate, mod, mod_w, fan_w, w, alpha, eta, g_out, 
 
 # The plastic LSTM (:mod:`plasticnet.fast.plastic_lstm`): the same rules and passes as the RNN's, but the Hebbian
 # term pairs the previous hidden state (pre) with the cell input g, and the rate comes from the new hidden state or
-# cell. Forward, the gates are batched PyTorch operations and :func:`lstm_trace_step` does a step's trace work;
+# cell. Forward, the gates are batched PyTorch operations and :func:`lstm_trace_step` does a step's plasticity;
 # backward, :func:`lstm_backward` runs each example's whole recursion, gates included, as :func:`plastic_backward`.
 
 
 @_Kernel
-def lstm_trace_step(traces, pre, q, decay, rate, post, eta, kind, clip, nxt, w, alpha, drive, last, groups):
-    """One step's trace update for every example, in place in ``traces`` (B, n_traces, N, N): with one trace,
-    :func:`_update` (pre, ``q = rate * g``, the rule's ``decay``; examples four by four, as :func:`plastic_step`);
-    with two, :func:`_retro_update` (``rate`` per unit, the eligibility rate ``eta``, ``post`` = g). Unless the step
-    is the ``last``, ``drive`` (B, N) becomes the next step's ``nxt @ (w + alpha * traces)``, the plastic part of
-    its cell input's drive."""
-    B, N = pre.shape
-    retro = traces.shape[1] == 2
+def lstm_trace_step(before, after, pre, post, mod_in, eta, mod_w, mod_b, fan_w, fan_b, kind, clip, mod, rate, q, decay,
+                    nxt, w, alpha, drive, last, groups):
+    """One step's plasticity for every example, ``after`` from ``before`` (B, n_traces, N, N; ``after`` may be
+    ``before``, the common case). With one trace,
+    :func:`_rule_terms` from the cell input ``post`` (g) and the modulator's input ``mod_in`` (the new h or c), then
+    :func:`_update` (examples four by four, as :func:`plastic_step`); with two, the modulator's rate per unit and
+    :func:`_retro_update` with the eligibility rate ``eta``. Unless the step is the ``last``, ``drive`` (B, N)
+    becomes the next step's ``nxt @ (w + alpha * traces)``, the plastic part of its cell input's drive (``w`` as one
+    zero row: the caller's one matrix product for the batch has the fixed weights' part)."""
+    B = pre.shape[0]
+    retro = before.shape[1] == 2
     fours = (B + 3) // 4
     for g in _prange(groups):
         for four in range(g * fours // groups, (g + 1) * fours // groups):
             b0, b1 = 4 * four, min(4 * four + 4, B)
             for b in range(b0, b1):
-                for j in range(N):
-                    drive[b, j] = 0
+                if retro:
+                    mod[b, 0] = _rate(mod_in[b], rate[b], eta, mod_w, mod_b, fan_w, fan_b)
+                else:
+                    _rule_terms(b, post[b], mod_in[b], eta, mod_w, mod_b, fan_w, fan_b, kind, mod, rate, q, decay)
+                if not last:
+                    for j in range(drive.shape[1]):
+                        drive[b, j] = 0
             if retro:
                 for b in range(b0, b1):
-                    n = traces[b]
-                    _retro_update(n[0], n[1], n[0], n[1], pre[b], post[b], rate[b], eta, clip, nxt[b], w, alpha,
+                    s, n = before[b], after[b]
+                    _retro_update(n[0], n[1], s[0], s[1], pre[b], post[b], rate[b], eta, clip, nxt[b], w, alpha,
                                   drive[b], not last)
-            elif not last and b1 - b0 == 4:
-                _update_four(traces, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0)
             else:
-                for b in range(b0, b1):
-                    _update(traces[b, 0], traces[b, 0], pre[b], q[b], decay[b], kind, clip, nxt[b], w, alpha,
-                            drive[b], not last)
+                _update_examples(after, before, pre, q, decay, kind, clip, nxt, w, alpha, drive, b0, b1, not last)
 
 
 @_jit
@@ -694,30 +728,11 @@ def _lstm_example_backward(b, first, middle, final, k, h, c, ifo, g, tanh_c, rat
                 # The clip rule's update adjoint went with the drive's of the step after, but for the last step's.
                 if kind != CLIP or t == T - 1:
                     _through_update(Gb, s[0], pre, q[t, b], kind, d_q, d_decay, g_q)
-                qt = q[t, b]
                 for j in range(N):
-                    d_g[j] = rt[j] * d_q[j]
-                    d_r[j] = d_q[j] * gt[j]
-                    if kind == HEBB:
-                        d_r[j] -= d_decay[j]
-                    elif kind == OJA:
-                        d_g[j] -= (qt[j] + qt[j]) * d_decay[j]
-                        d_r[j] -= gt[j] * gt[j] * d_decay[j]
+                    d_g[j] = zero
+                _through_rule_terms(d_q, d_decay, rt, q[t, b], gt, kind, d_g, d_r)
             # Through the modulator, to the hidden state or the cell that fed it.
-            if mod_w.shape[0] > 0:
-                d_m = h.dtype.type(0)
-                if fan_w.shape[0] > 0:
-                    for j in range(N):
-                        d_m += d_r[j] * fan_w[j, 0]
-                else:
-                    for j in range(N):
-                        d_m += d_r[j]
-                m = mod[t, b, 0]
-                gz = d_m * (one - m * m)
-                g_z[t, b, 0] = gz
-                src = g_c if from_cell else g_h
-                for j in range(N):
-                    src[j] += gz * mod_w[0, j]
+            _through_modulator(t, b, d_r, mod, mod_w, fan_w, g_z, g_c if from_cell else g_h)
             # Through h = o tanh(c), c = f c_prev + i g and the gates' nonlinearities.
             ga, c_prev, tc = g_gates[t, b], c[t, b], tanh_c[t, b]
             for j in range(N):

@@ -5,9 +5,11 @@ Same maths as the cell (rule ``hebb``, ``oja`` or ``clip``; any alpha mode; a le
 with or without fan-out, or retroactive neuromodulation with the ``clip`` rule; the modulator fed by the hidden
 state or the cell), but:
 
-- the forward pass runs without an autograd graph: per step, the gates are a few batched PyTorch operations on
-  pre-allocated buffers, and one kernel call updates every example's traces in place and computes, while each new
-  trace row is in a register, the next step's plastic drive ``h @ (w + alpha * trace)``;
+- the forward pass runs without an autograd graph: per step, the gates are one matrix product for the batch (the
+  fixed recurrent weights of all four gates, as the plain LSTM's) and a few batched PyTorch operations on
+  pre-allocated buffers, and one kernel call computes the rate (the modulator, its fan-out), updates every example's
+  traces in place and computes, while each new trace row is in a register, the next step's plastic drive
+  ``h @ (alpha * trace)``;
 - the backward pass is one kernel call (:func:`~plasticnet.fast.cpu_kernels.lstm_backward`) that runs each
   example's whole adjoint recursion, gates included, while its traces (recomputed from the initial ones), their
   adjoints and the weights are in cache, as the plastic RNN's does; the gradients of the weights, the modulator and
@@ -15,8 +17,8 @@ state or the cell), but:
 
 Only the initial and final traces are kept (and, for long sequences of wide layers, the first of each chunk of about
 sqrt(T) steps: :func:`_chunk_length`); the other buffers are a :class:`~plasticnet.fast.Workspace`'s, kept from one
-call to the next. GPUs, and CPUs without the kernels, step the cell under autograd instead
-(:func:`fused_lstm_applies`).
+call to the next. It is the backend ``numba`` of :class:`~plasticnet.PlasticLSTM` (:mod:`.backends`); elsewhere the
+cell is stepped under autograd.
 """
 
 from __future__ import annotations
@@ -28,61 +30,26 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..rules import ClippedHebb
 from . import cpu_kernels
-from .recurrence import Workspace, _numpy, fusable
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What the loops need to know about the cell beyond its parameters."""
-
-    kind: str  # "hebb", "oja" or "clip"
-    clip: float
-    modulation: Optional[str]  # None, "simple" or "retroactive"
-    fanout: bool
-    from_cell: bool  # the modulator reads the cell c rather than the hidden state h
-
-    @property
-    def n_traces(self) -> int:
-        return 2 if self.modulation == "retroactive" else 1
+from .recurrence import Workspace, _numpy, _Plasticity, kernel_scalars, plasticity, plasticity_tensors
 
 
 @dataclass
 class _Run:
-    spec: _Spec
+    spec: _Plasticity
+    from_cell: bool  # the modulator reads the cell c rather than the hidden state h
     workspace: Workspace
     graph: bool = False  # whether a backward pass will follow
 
 
-def fusable_lstm_cell(cell) -> bool:
-    """Whether :func:`fused_lstm_run` can run this cell (a plastic one with a rule it covers)."""
-    if not fusable(cell.rule):
-        return False
-    return cell.modulation != "retroactive" or type(cell.rule) is ClippedHebb
-
-
-def fused_lstm_applies(like: torch.Tensor) -> bool:
-    """Whether the fused layer runs on tensors like ``like``: CPU floats, with the Numba kernels on."""
-    return like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
-
-
-def fused_lstm_run(cell, x_drive: torch.Tensor, state, eta: Optional[torch.Tensor],
-                   workspace: Optional[Workspace] = None):
-    """Run ``cell`` (see :func:`fusable_lstm_cell`) over its input drive ``x_drive`` (T, B, 4 N) (``cell.input_drive``
-    of the inputs) from ``state``. ``eta`` is the learned rate without modulation, the eligibility rate with
-    retroactive modulation, None with simple modulation. Returns the hidden states (T, B, N), the final cell (B, N)
-    and the final traces ``(hebb, eligibility or None)``."""
-    spec = _Spec(cell.rule.name, float(getattr(cell.rule, "clip", math.inf)), cell.modulation, cell.fanout,
-                 cell.modulator_input == "cell")
-    run = _Run(spec, workspace or Workspace())
+def fused_lstm_run(cell, x_drive: torch.Tensor, state, workspace: Optional[Workspace] = None):
+    """Run ``cell`` (one that the backend ``numba`` covers: :mod:`.backends`) over its input drive ``x_drive``
+    (T, B, 4 N) (``cell.input_drive`` of the inputs) from ``state``. Returns the hidden states (T, B, N), the final
+    cell (B, N) and the final traces ``(hebb, eligibility or None)``."""
+    run = _Run(plasticity(cell), cell.modulator_input == "cell", workspace or Workspace())
     retro = cell.modulation == "retroactive"
     traces0 = torch.stack([state.hebb, state.eligibility], 1) if retro else state.hebb.unsqueeze(1)
-    modulated = cell.modulation is not None
-    fan = cell.modfanout if modulated and cell.fanout else None
-    tensors = (x_drive, state.h, state.c, traces0, cell.weight_hh, cell.alpha, eta,
-               cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
-               fan.weight if fan is not None else None, fan.bias if fan is not None else None)
+    tensors = (x_drive, state.h, state.c, traces0, cell.weight_hh, *plasticity_tensors(cell))
     run.graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     hs, c, traces = _FusedPlasticLSTM.apply(*tensors, run)
     return hs, c, (traces[:, 0], traces[:, 1] if retro else None)
@@ -106,21 +73,14 @@ def _alpha_gradient(rows: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 def _chunk_length(steps: int, trace_bytes: int) -> int:
     """The backward pass recomputes a chunk's traces from its first one, one example at a time, in cache, which is
     faster than reading back traces written to memory (as the RNN's). One chunk for the whole sequence where an
-    example's recomputed traces take at most 16 MB (the PTB small preset: 3 MB): the forward pass then copies no
-    trace but the final one (at 199 units, batch 20, T = 20, chunks of 4, 7 or 20 steps took the same time within
-    the shared machine's noise); else chunks of about sqrt(T) steps."""
+    example's recomputed traces take at most 16 MB (the PTB small preset: 3 MB): then every forward step but the
+    first and the last updates the traces in place (at 199 units, batch 20, T = 20, chunks of 5 or 20 steps took the
+    same time within the shared machine's noise: the backward pass 1-2 ms faster with chunks of 5, whose traces stay
+    in the second-level cache, the forward pass as much slower, writing the kept traces); else chunks of about
+    sqrt(T) steps."""
     if (steps - 1) * trace_bytes <= _WHOLE_SEQUENCE_WORK_BYTES:
         return steps
     return math.ceil(math.sqrt(steps))
-
-
-def _rule_terms(spec: _Spec, rate, g, q, decay) -> None:
-    """The update's ``q = rate * g`` and the rule's decay (hebb: ``1 - rate``, oja: ``1 - q g``; none for clip)."""
-    torch.mul(rate, g, out=q)
-    if spec.kind == "hebb":
-        torch.sub(1, rate, out=decay)
-    elif spec.kind == "oja":
-        torch.mul(q, g, out=decay).neg_().add_(1)
 
 
 class _FusedPlasticLSTM(torch.autograd.Function):
@@ -136,60 +96,53 @@ class _FusedPlasticLSTM(torch.autograd.Function):
             ws = Workspace()
         ws.busy = run.graph
         T, B, N = xd.shape[0], h0.shape[0], h0.shape[1]
-        retro, modulated = spec.modulation == "retroactive", spec.modulation is not None
         k = _chunk_length(T, spec.n_traces * N * N * h0.element_size())
         n_chunks = math.ceil(T / k)
         h, c = ws.get("h", (T + 1, B, N), h0), ws.get("c", (T + 1, B, N), h0)
         h[0], c[0] = h0, c0
         ifo, g, tanh_c = ws.get("ifo", (T, B, 3 * N), h0), ws.get("g", (T, B, N), h0), ws.get("tanh_c", (T, B, N), h0)
-        # Every step updates `current` in place (where the kernels' loops vectorise); the traces before steps k,
-        # 2k... are copied into `middle` for the backward pass, which also keeps the initial and final ones.
+        # The steps update `current` in place (where the kernels' loops vectorise), but for those that write the
+        # traces the backward pass keeps: those before steps k, 2k... into `middle`, the last step's into `final`
+        # (returned); the steps after those, and the first, read them where they are, so that no trace is copied.
         traces0 = traces0.detach().contiguous()
         middle = ws.get("middle", (n_chunks - 1, B, spec.n_traces, N, N), h0)
-        current = ws.get("current", (B, spec.n_traces, N, N), h0)
-        current.copy_(traces0)
-        current_np = current.numpy()
+        current = ws.get("current", (B, spec.n_traces, N, N), h0).numpy()
+        final = torch.empty_like(traces0)
+        before = traces0.numpy()
         mods, rates = ws.get("mods", (T, B, 1), h0), ws.get("rates", (T, B, N), h0)
         q, decay = ws.get("q", (T, B, N), h0), ws.get("decay", (T, B, N), h0)
+        # Each step's gates start as one matrix product for the batch, x W_x + b + h_prev W_h (the cell input's
+        # fixed weights included), to which the kernel's plastic part h_prev @ (alpha * trace) is added.
+        gates = ws.get("gates", (B, 4 * N), h0)
         drive = ws.get("drive", (B, N), h0)  # the plastic part of the next step's cell-input drive
         weight_hh = weight_hh.detach()
-        w_ifo = weight_hh[:, :3 * N]
-        w, alpha_full = _numpy(weight_hh[:, 3 * N:], 2, h0), _alpha_rows(alpha, N).numpy()
-        mod_wt, fan_wt = (mod_w.detach().t() if modulated else None), (fan_w.detach().t() if spec.fanout else None)
-        dtype = h.numpy().dtype.type
-        eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
-        if spec.modulation is None:
-            rates.fill_(float(eta))
+        no_w = h0.new_zeros(1, N).numpy()  # the kernels' fixed weight: one zero row that every row shares
+        alpha_full = _alpha_rows(alpha, N).numpy()
+        modulator = (_numpy(mod_w, 2, h0), _numpy(mod_b, 1, h0), _numpy(fan_w, 2, h0), _numpy(fan_b, 1, h0))
+        eta_f, clip = kernel_scalars(spec, eta, h.numpy().dtype)
         h_np, g_np, drive_np = h.numpy(), g.numpy(), drive.numpy()
-        q_np, decay_np, rates_np = q.numpy(), decay.numpy(), rates.numpy()
+        mod_in_np = (c if run.from_cell else h).numpy()
+        terms = [a.numpy() for a in (mods, rates, q, decay)]
         kind = cpu_kernels.KINDS[spec.kind]
         groups = cpu_kernels.threads(B, per_step=True)
-        cpu_kernels.first_drive(drive_np, current_np, h_np[0], np.zeros(0, h_np.dtype), w, alpha_full)
+        cpu_kernels.first_drive(drive_np, before, h_np[0], np.zeros(0, h_np.dtype), no_w, alpha_full)
         for t in range(T):
-            gates = ifo[t]
-            torch.addmm(xd[t, :, :3 * N], h[t], w_ifo, out=gates).sigmoid_()
-            i, f, o = gates[:, :N], gates[:, N:2 * N], gates[:, 2 * N:]
-            torch.add(xd[t, :, 3 * N:], drive, out=g[t])
+            torch.addmm(xd[t], h[t], weight_hh, out=gates)
+            torch.sigmoid(gates[:, :3 * N], out=ifo[t])
+            i, f, o = ifo[t, :, :N], ifo[t, :, N:2 * N], ifo[t, :, 2 * N:]
+            torch.add(gates[:, 3 * N:], drive, out=g[t])
             np.tanh(g_np[t], out=g_np[t])  # NumPy's tanh: faster than PyTorch's on a small batch
             torch.mul(f, c[t], out=c[t + 1]).addcmul_(i, g[t])
             torch.tanh(c[t + 1], out=tanh_c[t])
             torch.mul(o, tanh_c[t], out=h[t + 1])
-            if modulated:
-                m = torch.addmm(mod_b, c[t + 1] if spec.from_cell else h[t + 1], mod_wt, out=mods[t]).tanh_()
-                if spec.fanout:
-                    torch.addmm(fan_b, m, fan_wt, out=rates[t])
-                else:
-                    rates[t].copy_(m.expand(B, N))
-            if not retro:
-                _rule_terms(spec, rates[t], g[t], q[t], decay[t])
-            cpu_kernels.lstm_trace_step(current_np, h_np[t], q_np[t], decay_np[t], rates_np[t], g_np[t], eta_f, kind,
-                                        clip, h_np[t + 1], w, alpha_full, drive_np, t + 1 == T, groups)
-            if (t + 1) % k == 0 and t + 1 < T:
-                middle[(t + 1) // k - 1].copy_(current)
+            after = final.numpy() if t + 1 == T else middle[(t + 1) // k - 1].numpy() if (t + 1) % k == 0 else current
+            cpu_kernels.lstm_trace_step(before, after, h_np[t], g_np[t], mod_in_np[t + 1], eta_f, *modulator, kind,
+                                        clip, *(a[t] for a in terms), h_np[t + 1], no_w, alpha_full, drive_np,
+                                        t + 1 == T, groups)
+            before = after
         ctx.run, ctx.workspace, ctx.k = run, ws, k
         # Saved, buffers included: autograd's version counters then refuse a backward pass through buffers that a
         # later call with the same workspace has overwritten.
-        final = current.clone()
         ctx.save_for_backward(h, c, ifo, g, tanh_c, traces0, middle, final, mods, rates, q, decay, weight_hh, alpha,
                               eta, mod_w, fan_w)
         return h[1:].clone(), c[T].clone(), final
@@ -198,7 +151,7 @@ class _FusedPlasticLSTM(torch.autograd.Function):
     def backward(ctx, g_out, g_c_final, g_traces_final):
         h, c, ifo, g, tanh_c, first, middle, final, mods, rates, q, decay, weight_hh, alpha, eta, mod_w, fan_w = \
             ctx.saved_tensors
-        spec, ws, k = ctx.run.spec, ctx.workspace, ctx.k
+        spec, from_cell, ws, k = ctx.run.spec, ctx.run.from_cell, ctx.workspace, ctx.k
         T, B, N = g.shape
         modulated = spec.modulation is not None
         g_out = g_out.contiguous() if g_out is not None else h.new_zeros(T, B, N)
@@ -220,11 +173,10 @@ class _FusedPlasticLSTM(torch.autograd.Function):
         w_ifo = weight_hh[:, :3 * N]
         weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w_ifo, 2, h), _numpy(weight_hh[:, 3 * N:], 2, h),
                    _alpha_rows(alpha, N).numpy())
-        dtype = h.numpy().dtype.type
-        eta_f, clip = dtype(0.0 if eta is None else float(eta)), dtype(spec.clip)
+        eta_f, clip = kernel_scalars(spec, eta, h.numpy().dtype)
         arrays = [t.numpy() for t in (h, c, ifo, g, tanh_c, rates, q, decay, mods)]
         cpu_kernels.lstm_backward(first.numpy(), middle.numpy(), final.numpy(), k, *arrays, *weights, eta_f,
-                                  g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip, spec.from_cell, G.numpy(),
+                                  g_out.numpy(), cpu_kernels.KINDS[spec.kind], clip, from_cell, G.numpy(),
                                   g_gates.numpy(), d_rates.numpy(), g_z.numpy(), g_h0.numpy(), g_c.numpy(),
                                   d_alpha_ex.numpy(), d_eta_ex.numpy(), work, vectors, groups)
         ws.release()
@@ -236,7 +188,7 @@ class _FusedPlasticLSTM(torch.autograd.Function):
             d_eta = d_rates.sum().reshape(eta.shape)
         elif spec.modulation == "retroactive":
             d_eta = d_eta_ex.sum().reshape(eta.shape)
-        d_mod_w = (flat(g_z).t() @ flat((c if spec.from_cell else h)[1:])) if modulated else None
+        d_mod_w = (flat(g_z).t() @ flat((c if from_cell else h)[1:])) if modulated else None
         d_mod_b = g_z.sum((0, 1)) if modulated else None
         d_fan_w = (flat(d_rates).t() @ flat(mods)) if spec.fanout else None
         d_fan_b = d_rates.sum((0, 1)) if spec.fanout else None

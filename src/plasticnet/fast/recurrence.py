@@ -469,7 +469,7 @@ def _numpy(t: Optional[torch.Tensor], ndim: int, like: torch.Tensor):
     return t.detach().contiguous().numpy()
 
 
-def _kernel_scalars(spec: _Plasticity, eta: Optional[torch.Tensor], dtype) -> tuple:
+def kernel_scalars(spec: _Plasticity, eta: Optional[torch.Tensor], dtype) -> tuple:
     """eta (0 where it has none) and the clip bound as numbers of the arrays' type: a Python float would make the
     kernels compute in double precision."""
     return dtype.type(0.0 if eta is None else float(eta)), dtype.type(_kernel_clip(spec))
@@ -509,7 +509,7 @@ def _kernel_forward(ctx, run: _Run, ws: Workspace, u, in_w, in_b, h0, traces0, w
     mods_np, rates_np = mods.numpy(), rates.numpy()
     weights = (_numpy(in_b, 1, h0), _numpy(w, 2, h0), _full_alpha(alpha, N).numpy())
     modulator = (_numpy(mod_w, 2, h0), _numpy(mod_b, 1, h0), _numpy(fan_w, 2, h0), _numpy(fan_b, 1, h0))
-    eta_f, clip = _kernel_scalars(spec, eta, h_np.dtype)
+    eta_f, clip = kernel_scalars(spec, eta, h_np.dtype)
     drive = ws.get("drive", (B, N), h0)  # the recurrent and plastic part of the next step's drive
     drive_np = drive.numpy()
     groups = cpu_kernels.threads(B if retro else (B + 3) // 4, per_step=True)  # plastic_step: four by four
@@ -568,7 +568,7 @@ def _kernel_backward(ctx, g_out, g_traces_final):
     vectors = ws.get("vectors", (groups, 5, N), h).numpy()  # each group's adjoints of the activity and the rule
     weights = (_numpy(mod_w, 2, h), _numpy(fan_w, 2, h), _numpy(w, 2, h), _full_alpha(alpha, N).numpy())
     outputs = (G.numpy(), g_a_all.numpy(), d_rates.numpy(), g_z_all.numpy(), g_h0.numpy(), d_alpha_ex.numpy())
-    (eta_f, clip), d_eta = _kernel_scalars(spec, eta, outputs[0].dtype), None
+    (eta_f, clip), d_eta = kernel_scalars(spec, eta, outputs[0].dtype), None
     if retro:
         d_eta_ex = h.new_zeros(B)
         cpu_kernels.retro_backward(starts.numpy(), k, h.numpy(), rates.numpy(), mods.numpy(), *weights, eta_f,
@@ -625,17 +625,24 @@ def _gpu_backward(ctx, g_out, g_traces_final):
 
 def _cell_tensors(cell):
     """The parameters of a cell in the order :class:`_FusedPlasticRNN` takes them (None where absent)."""
+    return (cell.w, *plasticity_tensors(cell))
+
+
+def plasticity_tensors(cell) -> tuple:
+    """A plastic cell's (an RNN's or an LSTM's) alpha, eta (None under simple modulation; the eligibility rate under
+    retroactive modulation, as the cell computes it), the modulator's weight and bias and the fan-out's (None where
+    absent)."""
     modulated = cell.modulation is not None
     fan = cell.modfanout if modulated and cell.fanout else None
     eta = getattr(cell, "eta", None)
-    if cell.modulation == "retroactive":  # the eligibility trace's rate, as the cell computes it
+    if cell.modulation == "retroactive":
         eta = eligibility_rate(eta)
-    return (cell.w, cell.alpha, eta,
-            cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
+    return (cell.alpha, eta, cell.h2mod.weight if modulated else None, cell.h2mod.bias if modulated else None,
             fan.weight if fan is not None else None, fan.bias if fan is not None else None)
 
 
-def _plasticity(cell) -> _Plasticity:
+def plasticity(cell) -> _Plasticity:
+    """What the fused loops need to know about a plastic cell (an RNN's or an LSTM's) beyond its parameters."""
     return _Plasticity(cell.rule.name, getattr(cell.rule, "clip", 0.0), cell.modulation, cell.fanout)
 
 
@@ -655,7 +662,7 @@ def fused_cell_run(cell, u: torch.Tensor, state, checkpoint_every: Optional[int]
     """Run ``cell`` (see :func:`fusable_cell`) over the drive ``u`` (T, B, N) (its input part, ``i2h(x)`` or x)
     from ``state`` on ``backend`` (:mod:`.backends`; ``auto`` means ``fused`` here). Returns all activities
     (T, B, N) and the final traces ``(hebb, eligibility or None)``."""
-    run = _Run(_plasticity(cell), u.shape[0], checkpoint_every, _fused_backend(backend, cell, u),
+    run = _Run(plasticity(cell), u.shape[0], checkpoint_every, _fused_backend(backend, cell, u),
                workspace or Workspace())
     out, traces = _apply(run, u, None, None, state.h, _initial_traces(cell, state), *_cell_tensors(cell))
     return out, (traces[0], traces[1] if cell.modulation == "retroactive" else None)
@@ -670,7 +677,7 @@ def fused_closed_loop(cell, x0: torch.Tensor, feedback: Callable[[int, torch.Ten
     (steps, B, N), differentiable with respect to every parameter of the cell; ``backend`` as in
     :func:`fused_cell_run`."""
     h0 = cell.w.new_zeros(x0.shape[0], cell.hidden_size)  # traces0=None: zero traces, written into the buffers
-    run = _Run(_plasticity(cell), steps, checkpoint_every, _fused_backend(backend, cell, h0),
+    run = _Run(plasticity(cell), steps, checkpoint_every, _fused_backend(backend, cell, h0),
                workspace or Workspace(), x0, feedback)
     out, _ = _apply(run, None, cell.i2h.weight, cell.i2h.bias, h0, None, *_cell_tensors(cell))
     return out

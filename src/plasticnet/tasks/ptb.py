@@ -40,7 +40,8 @@ from torch import nn
 from ..config import RunConfig, from_dict, require_choice, require_positive, require_range
 from ..data.ptb import batchify, load_ptb
 from ..errors import CheckpointError, ConfigError, DataError
-from ..layers import ALPHA_MODES
+from ..fast.backends import check_backend
+from ..layers import ALPHA_MODES, describe_backend
 from ..lstm import MODULATOR_INPUTS, LSTMState, PlasticLSTM, detach_state, locked_dropout
 from ..rules import RULES
 from ..train import distributed
@@ -94,6 +95,7 @@ class PtbConfig(RunConfig):
     asgd_epoch: int = 0
     eval_batch_size: int = 10
     test_batch_size: int = 1
+    backend: str = "auto"  # what runs the plastic LSTM (plasticnet.fast.backends)
 
     min_iterations: ClassVar[int] = 0  # 0: the whole schedule of epochs
 
@@ -103,6 +105,7 @@ class PtbConfig(RunConfig):
         require_choice(self, "rule", RULES)
         require_choice(self, "alpha", ALPHA_MODES)
         require_choice(self, "modulator_input", MODULATOR_INPUTS)
+        check_backend(self.backend)
         require_positive(self, "epochs", "bptt", "emsize", "hidden_size", "num_layers", "eval_batch_size",
                          "test_batch_size")
         for name in ("dropout", "dropouth", "dropouti", "dropoute"):
@@ -159,7 +162,8 @@ class LanguageModel(nn.Module):
         sizes = [hidden_size] * (cfg.num_layers - 1) + [cfg.emsize if cfg.tied else hidden_size]
         # a given weight skips nn.Embedding's own N(0, 1) draw, which on the meta device costs seconds of imports
         self.encoder = nn.Embedding(vocab_size, cfg.emsize, _weight=torch.empty(vocab_size, cfg.emsize))
-        self.rnn = PlasticLSTM(cfg.emsize, sizes, cfg.num_layers, dropout=cfg.dropouth, **cfg.cell_options)
+        self.rnn = PlasticLSTM(cfg.emsize, sizes, cfg.num_layers, dropout=cfg.dropouth, backend=cfg.backend,
+                               **cfg.cell_options)
         self.decoder_weight = None if cfg.tied else nn.Parameter(torch.empty(vocab_size, sizes[-1]))
         self.decoder_bias = nn.Parameter(torch.zeros(vocab_size))
         self.batch_shard: Optional[tuple[int, slice]] = None
@@ -190,7 +194,7 @@ def matched_hidden_size(cfg: PtbConfig, vocab_size: int) -> int:
     model has no more parameters than that LSTM (the paper's parameter matching)."""
     if cfg.model == "lstm" or not cfg.match_parameters:
         return cfg.hidden_size
-    budget = count_parameters(replace(cfg, model="lstm"), vocab_size, cfg.hidden_size)
+    budget = count_parameters(replace(cfg, model="lstm", backend="auto"), vocab_size, cfg.hidden_size)
     hidden = cfg.hidden_size
     while hidden > 1 and count_parameters(cfg, vocab_size, hidden) > budget:
         hidden -= 1
@@ -250,6 +254,7 @@ class PtbExperiment:
         self.vocab_size = len(corpus.vocab)
         self.hidden_size = matched_hidden_size(cfg, self.vocab_size)
         self.model = LanguageModel(cfg, self.vocab_size, self.hidden_size).to(device)
+        self.model.rnn.chosen_backend()  # a backend that cannot run here is refused now
         self.shard = distributed.shard(cfg.batch_size)  # this process's columns: all of them in one process
         self.model.batch_shard = (cfg.batch_size, self.shard)
         self.net = distributed.wrap(self.model)
@@ -274,7 +279,9 @@ class PtbExperiment:
         self.pending: Optional[dict] = None
 
     def describe(self) -> dict:
-        return {"hidden_sizes": self.model.rnn.hidden_sizes, "vocabulary": self.vocab_size,
+        rnn = self.model.rnn
+        return {"hidden_sizes": rnn.hidden_sizes, "backend": describe_backend(rnn.backend, rnn.cells[0]),
+                "vocabulary": self.vocab_size,
                 "segments_first_epoch": len(self.lengths)}
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
