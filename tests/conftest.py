@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,3 +35,19 @@ def steps_match_on_cuda():
             expected_obs, expected_reward, _ = cpu.step(action)
             assert torch.equal(obs.cpu(), expected_obs) and torch.equal(reward.cpu(), expected_reward)
     return check
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    """A tiny Penn Treebank folder, ``tmp_path / "ptb"``: words w0..w11, 40 training lines (about 230 tokens), 8 validation
+    and 8 test lines; every word appears in training."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ptb"
+    root.mkdir()
+    words = [f"w{i}" for i in range(12)]
+    for split, lines in (("train", 40), ("valid", 8), ("test", 8)):
+        text = "".join(" " + " ".join(rng.choice(words, size=rng.integers(3, 8))) + " \n" for _ in range(lines))
+        if split == "train":
+            text = " " + " ".join(words) + " \n" + text
+        (root / f"ptb.{split}.txt").write_text(text)
+    return root

@@ -101,18 +101,6 @@ def test_maze_two_processes_follow_one_and_resume(tmp_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
-def write_ptb_corpus(root):
-    """A tiny Penn Treebank folder: 12 words, 40 training lines (about 230 tokens)."""
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(12)]
-    for split, lines in (("train", 40), ("valid", 8), ("test", 8)):
-        text = "".join(" " + " ".join(rng.choice(words, size=rng.integers(3, 8))) + " \n" for _ in range(lines))
-        if split == "train":
-            text = " " + " ".join(words) + " \n" + text  # every word appears in train
-        (root / f"ptb.{split}.txt").write_text(text)
-    return root
-
-
 def ptb_options(corpus):
     """A neuromodulated plastic LSTM with eligibility traces (every kind of carried state), every dropout, and a
     gradient clip that acts at every step (so that each process must clip by the global batch's norm)."""
@@ -122,8 +110,8 @@ def ptb_options(corpus):
 
 
 @pytest.mark.slow
-def test_ptb_two_processes_follow_one_and_resume(tmp_path):
-    options = ptb_options(write_ptb_corpus(tmp_path))
+def test_ptb_two_processes_follow_one_and_resume(tmp_path, corpus_dir):
+    options = ptb_options(corpus_dir)
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     two, moved_on = tmp_path / "two", tmp_path / "alone-after-two"
     torchrun("ptb", *argv, "--iterations", "7", "--out", str(two))  # stopped mid-epoch, state carried

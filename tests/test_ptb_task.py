@@ -70,18 +70,7 @@ def test_random_segments_follow_awd_lstm_and_repeat_per_seed_and_epoch():
     assert segment_lengths(20001, cfg, 0) == lengths and segment_lengths(20001, cfg, 1) != lengths
 
 
-WORDS = [f"w{i}" for i in range(12)]
-
-
-@pytest.fixture
-def corpus_dir(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, lines in (("train", 40), ("valid", 8), ("test", 8)):
-        text = "".join(" " + " ".join(rng.choice(WORDS, size=rng.integers(3, 8))) + " \n" for _ in range(lines))
-        if split == "train":
-            text = " " + " ".join(WORDS) + " \n" + text  # every word appears in train
-        (tmp_path / f"ptb.{split}.txt").write_text(text)
-    return tmp_path
+WORDS = [f"w{i}" for i in range(12)]  # the words of the corpus_dir fixture (conftest.py)
 
 
 def tiny(corpus_dir, **overrides):

@@ -26,7 +26,6 @@ from plasticnet.train.loop import read_metrics
 
 PATTERN = ["train", "pattern", "--preset", "paper-50bit", "--no-progress"]
 CUE = ["train", "cue-reward", "--batch-size", "3", "--hidden-size", "12", "--burn-in", "2", "--no-progress"]
-WORDS = [f"w{i}" for i in range(12)]
 
 
 def one_line(capsys) -> str:
@@ -45,17 +44,9 @@ def run(capsys, *argv) -> tuple[int, str]:
 
 
 @pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    """A tiny Penn-Treebank-like corpus (the layout of tests/test_ptb_task.py)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "ptb"
-    root.mkdir()
-    for split, lines in (("train", 40), ("valid", 8), ("test", 8)):
-        text = "".join(" " + " ".join(rng.choice(WORDS, size=rng.integers(3, 8))) + " \n" for _ in range(lines))
-        if split == "train":
-            text = " " + " ".join(WORDS) + " \n" + text
-        (root / f"ptb.{split}.txt").write_text(text)
-    return root
+def corpus(corpus_dir: Path) -> Path:
+    """A tiny Penn Treebank folder (conftest.py's)."""
+    return corpus_dir
 
 
 def ptb_args(corpus):
