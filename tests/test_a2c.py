@@ -366,6 +366,12 @@ def test_plot_against_wall_clock(tmp_path):
     assert grid[-1] <= min(first[-1]["seconds"], second[-1]["seconds"])
     expected = np.interp(grid, [p["seconds"] for p in second], [p["reward"] for p in second])
     np.testing.assert_allclose(values[1], expected)
+    # The same on CPU time, the fair axis for runs that shared a machine unevenly.
+    (_, grid, values), = [c for c in curves(runs, "reward", "cpu_seconds") if "rnn" in c[0]]
+    assert grid.tolist() == [p["cpu_seconds"] for p in first if p["cpu_seconds"] <= second[-1]["cpu_seconds"]]
+    expected = np.interp(grid, [p["cpu_seconds"] for p in second], [p["reward"] for p in second])
+    np.testing.assert_allclose(values[1], expected)
+    assert main(["plot", *map(str, runs), "--x", "cpu_seconds", "--out", str(out)]) == 0
 
 
 def test_the_heads_as_one_product_are_the_two_heads():

@@ -151,8 +151,9 @@ def _add_plot(sub) -> None:
     p.add_argument("--metric", help="metric to plot (default: the first one logged)")
     p.add_argument("--stat", default="mean", choices=["mean", "median"])
     p.add_argument("--log-y", action="store_true")
-    p.add_argument("--x", default="iteration", choices=["iteration", "seconds"],
-                   help="horizontal axis (seconds: runs compared at equal wall-clock time)")
+    p.add_argument("--x", default="iteration", choices=["iteration", "seconds", "cpu_seconds"],
+                   help="horizontal axis (seconds: runs compared at equal wall-clock time; cpu_seconds: at equal "
+                        "CPU time, for runs that shared a machine)")
     p.add_argument("--smooth", type=int, default=1, metavar="K", help="moving average over K logged points")
     p.add_argument("--figure", metavar="NAME", help="draw the task's figure NAME of one run (a run directory or a "
                                                     "checkpoint file) instead of curves, e.g. images: completion")

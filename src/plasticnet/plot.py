@@ -18,6 +18,7 @@ from .errors import ConfigError  # noqa: E402
 from .train import read_config, read_metrics  # noqa: E402
 
 IGNORED = {"seed", "device", "iterations", "log_every", "save_every"}
+TIME_AXES = {"seconds": "seconds of training", "cpu_seconds": "CPU seconds of training"}
 
 
 def _condition(run_dir: Path) -> tuple[str, dict]:
@@ -34,8 +35,9 @@ def _labels(conditions: list[dict]) -> list[str]:
 
 def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
     """Group runs into conditions; return [(label, x values, values (n_seeds, n_points))]. ``x`` is
-    ``"iteration"`` or ``"seconds"``: for wall-clock comparisons, each run is interpolated onto its condition's
-    first run's logged times, up to where the shortest run of the condition ends."""
+    ``"iteration"``, ``"seconds"`` (wall clock) or ``"cpu_seconds"`` (the run's CPU time, fair between runs that
+    shared a machine unevenly): for time axes, each run is interpolated onto its condition's first run's logged
+    times, up to where the shortest run of the condition ends."""
     groups: dict[str, list[Path]] = defaultdict(list)
     conditions: dict[str, dict] = {}
     for d in run_dirs:
@@ -52,10 +54,12 @@ def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
             if not points:
                 raise ConfigError(f"{d} has no logged {metric!r}; train it first or pick another --metric")
             series.append(points)
-        if x == "seconds":
-            end = min(s[-1]["seconds"] for s in series)
-            grid = np.array([p["seconds"] for p in series[0] if p["seconds"] <= end])
-            values = np.array([np.interp(grid, [p["seconds"] for p in s], [p[metric] for p in s]) for s in series])
+        if x in TIME_AXES:
+            if any(x not in p for s in series for p in s):
+                raise ConfigError(f"a run among {[str(d) for d in groups[key]]} logged no {x!r}; use --x iteration")
+            end = min(s[-1][x] for s in series)
+            grid = np.array([p[x] for p in series[0] if p[x] <= end])
+            values = np.array([np.interp(grid, [p[x] for p in s], [p[metric] for p in s]) for s in series])
             out.append((label, grid, values))
             continue
         n = min(len(s) for s in series)
@@ -96,7 +100,7 @@ def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y
         marks = data[0][1][:n][p < 0.05]
         ymin = ax.get_ylim()[0]
         ax.plot(marks, np.full(len(marks), ymin), "k|", label="p < 0.05 (Wilcoxon rank-sum)")
-    ax.set_xlabel("seconds of training" if x == "seconds" else "iteration")
+    ax.set_xlabel(TIME_AXES.get(x, "iteration"))
     ax.set_ylabel(metric)
     if log_y:
         ax.set_yscale("log")
