@@ -372,6 +372,10 @@ def test_plot_against_wall_clock(tmp_path):
     expected = np.interp(grid, [p["cpu_seconds"] for p in second], [p["reward"] for p in second])
     np.testing.assert_allclose(values[1], expected)
     assert main(["plot", *map(str, runs), "--x", "cpu_seconds", "--out", str(out)]) == 0
+    # Without --metric the curves are of the first metric logged after the time columns.
+    from plasticnet.plot import default_metric
+    assert list(_metrics(runs[0])[0])[:4] == ["iteration", "seconds", "cpu_seconds", "reward"]
+    assert default_metric(runs[0]) == "reward"
 
 
 def test_the_heads_as_one_product_are_the_two_heads():

@@ -180,16 +180,12 @@ def _run_figure(args) -> int:
 
 
 def _run_plot(args) -> int:
-    from .plot import plot
-    from .train import read_metrics
+    from .plot import default_metric, plot
 
     if args.figure is not None:
         return _run_figure(args)
     args.out = args.out or Path("curves.png")
-    metric = args.metric
-    if metric is None:
-        first = read_metrics(args.runs[0])
-        metric = next((k for k in (first[0] if first else {}) if k not in ("iteration", "seconds")), "loss")
+    metric = args.metric or default_metric(args.runs[0])
     print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y, args.x, args.smooth)}")
     return 0
 

@@ -33,6 +33,12 @@ def _labels(conditions: list[dict]) -> list[str]:
             for c in conditions]
 
 
+def default_metric(run_dir: Path) -> str:
+    """The first metric a run logged that is not a position in time (iteration, seconds, CPU seconds)."""
+    first = read_metrics(run_dir)
+    return next((k for k in (first[0] if first else {}) if k != "iteration" and k not in TIME_AXES), "loss")
+
+
 def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
     """Group runs into conditions; return [(label, x values, values (n_seeds, n_points))]. ``x`` is
     ``"iteration"``, ``"seconds"`` (wall clock) or ``"cpu_seconds"`` (the run's CPU time, fair between runs that
