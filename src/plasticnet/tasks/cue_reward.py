@@ -4,10 +4,10 @@ is from rewards alone. Trained with A2C (:mod:`plasticnet.train.a2c`); presets i
 
 Preset ``paper-eta1`` differs from the paper's ``paper`` (retroactive neuromodulation) in one setting: the
 eligibility trace's rate starts at 1 instead of 0.1. At 0.1 the trace holds a trial's cue-evoked coactivity at a
-tenth of its size beside the running average of everything else; trained networks raise the rate (to 0.5-0.9 on the
+tenth of its size beside the running average of everything else; trained networks raise the rate (to 0.4-0.9 on the
 easy task), but as one scalar at lr 1e-4 it moves about 0.002 in 5,000 iterations, and the paper-sized task stays
-at chance for tens of thousands of iterations. From 1, on the easy task, it learns as fast as simple modulation
-(docs/results.md#cue-reward)."""
+at chance for tens of thousands of iterations. From 1 it learns the easy task as fast as simple modulation, and the
+paper-sized one at about the same iteration (docs/results.md#cue-reward)."""
 
 from __future__ import annotations
 
