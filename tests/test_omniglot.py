@@ -12,7 +12,7 @@ from plasticnet.config import resolve
 from plasticnet.data import OmniglotCharacters
 from plasticnet.errors import ConfigError, DataError
 from plasticnet.tasks.omniglot import (EVALUATION_ALPHABETS, OmniglotConfig, OmniglotExperiment, OneShotNetwork,
-                                       episode_loss, make_episodes, split_classes)
+                                       episode_loss, make_episodes, shift_images, split_classes)
 
 CLASSES, DRAWINGS = 12, 4
 
@@ -87,6 +87,23 @@ def characters(alphabet_sizes: dict[str, int]) -> OmniglotCharacters:
 
 
 SMALL = characters({"Alpha": 10, "Beta": 8, "Gamma": 6, "Delta": 7})
+
+
+def test_shift_moves_each_drawing_by_its_own_offset_within_the_range():
+    images = torch.ones(2, 50, 31, 31)  # a white background, one dark pixel per image at (15, 15)
+    images[..., 15, 15] = 0.0
+    moved = shift_images(images, 2, torch.Generator().manual_seed(0))
+    assert moved.shape == images.shape and torch.equal(shift_images(images, 0, torch.Generator()), images)
+    dark = (moved == 0).nonzero()  # (image, image, row, column) of each dark pixel: one per image
+    assert len(dark) == 100 and ((dark[:, 2:] - 15).abs() <= 2).all()
+    offsets = {tuple(o) for o in (dark[:, 2:] - 15).tolist()}
+    assert len(offsets) > 15  # every one of the 25 offsets is as likely
+    assert (moved[moved != 0] == 1).all()  # the space left is the background
+
+
+def test_a_shift_of_half_the_drawing_or_more_is_refused():
+    with pytest.raises(ConfigError, match="shift must be"):
+        OmniglotConfig(shift=15).validate()
 
 
 def test_paper_split_holds_out_the_last_classes_of_a_per_seed_shuffle():

@@ -61,6 +61,7 @@ class OmniglotConfig(RunConfig):
     gap: int = 0
     test_time: int = 1
     rotations: bool = True
+    shift: int = 0  # training drawings moved by up to this many pixels each way, at random (0: as they are)
     channels: int = 64
     activation: str = "tanh"
     rule: str = "oja"
@@ -86,6 +87,8 @@ class OmniglotConfig(RunConfig):
             raise ConfigError(f"ways must be at least 2, got {self.ways}")
         require_positive(self, "shots", "presentation_time", "test_time", "channels", "eval_episodes",
                          "lr_step_episodes", "test_classes")
+        if not 0 <= self.shift < SIZE // 2:
+            raise ConfigError(f"shift must be between 0 and {SIZE // 2 - 1} pixels, got {self.shift}")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:
@@ -215,6 +218,20 @@ def make_episodes(cfg: OmniglotConfig, pool: torch.Tensor, batch_size: int, gene
     return Episodes(torch.stack(steps_images), torch.stack(steps_labels), target)
 
 
+def shift_images(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Move each (S, S) image of ``images`` (.., S, S) by its own random offset of -shift..shift pixels along each
+    axis; the edge pixels (the background) fill the space left."""
+    if shift == 0:
+        return images
+    flat = images.reshape(-1, SIZE, SIZE)
+    M, device = flat.shape[0], images.device
+    padded = F.pad(flat.unsqueeze(1), (shift,) * 4, mode="replicate").squeeze(1)
+    offsets = torch.randint(2 * shift + 1, (2, M), generator=generator, device=device)
+    span = torch.arange(SIZE, device=device)
+    rows, cols = (span + offsets[0, :, None])[:, :, None], (span + offsets[1, :, None])[:, None, :]
+    return padded[torch.arange(M, device=device)[:, None, None], rows, cols].reshape(images.shape)
+
+
 class Embedding(nn.Module):
     """Four 3x3 stride-2 convolutions without padding, each followed by the activation: 31x31 -> ``channels``."""
 
@@ -314,7 +331,8 @@ class OmniglotExperiment:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(iteration)
         e = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator)
-        episodes = Episodes(e.images[:, self.shard], e.labels[:, self.shard], e.target[self.shard])
+        images = shift_images(e.images, self.cfg.shift, self.generator)
+        episodes = Episodes(images[:, self.shard], e.labels[:, self.shard], e.target[self.shard])
         output = self.net(episodes)
         loss = episode_loss(output, episodes.target)
         self.optimizer.zero_grad(set_to_none=True)
