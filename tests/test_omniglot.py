@@ -131,6 +131,11 @@ def test_alphabet_split():
                       Path("x"))
     with pytest.raises(ConfigError, match="needs --test-alphabets"):
         OmniglotConfig(split="alphabets").validate()
+    # the background preset names its test alphabets: the paper's split asks to clear just those
+    with pytest.raises(ConfigError, match=r"for --split paper, clear them with --test-alphabets ''"):
+        OmniglotConfig(split="paper", test_alphabets="Beta").validate()
+    with pytest.raises(ConfigError, match=r"with --test-alphabets '' --train-alphabets ''"):
+        OmniglotConfig(split="vinyals", test_alphabets="Beta", train_alphabets="Gamma").validate()
 
 
 EVALUATION_SIZES = [20, 26, 26, 26, 26, 26, 45, 45, 41, 26, 47, 40, 30, 45, 46, 28, 23, 25, 42, 26]

@@ -82,7 +82,10 @@ class OmniglotConfig(RunConfig):
         if self.split == "alphabets" and not _names(self.test_alphabets):
             raise ConfigError("split 'alphabets' needs --test-alphabets NAME,NAME,...")
         if self.split != "alphabets" and (self.test_alphabets or self.train_alphabets):
-            raise ConfigError("--test-alphabets and --train-alphabets go with --split alphabets")
+            given = " ".join(f"--{name.replace('_', '-')} ''" for name in ("test_alphabets", "train_alphabets")
+                             if getattr(self, name))
+            raise ConfigError(f"--test-alphabets and --train-alphabets go with --split alphabets; for --split "
+                              f"{self.split}, clear them with {given} (a preset may set them)")
         if self.ways < 2:
             raise ConfigError(f"ways must be at least 2, got {self.ways}")
         require_positive(self, "shots", "presentation_time", "test_time", "channels", "eval_episodes",
