@@ -102,6 +102,25 @@ def test_plot_groups_seeds(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_labels_name_conditions(tmp_path, capsys):
+    from plasticnet.plot import curves
+
+    runs = []
+    for lr in ("0.01", "0.02"):
+        runs.append(tmp_path / f"lr{lr}")
+        assert main(TINY + ["--iterations", "10", "--lr", lr, "--out", str(runs[-1])]) == 0
+    runs.append(tmp_path / "lr0.01-seed1")  # the first condition's second seed
+    assert main(TINY + ["--iterations", "10", "--lr", "0.01", "--seed", "1", "--out", str(runs[-1])]) == 0
+    assert [c[0] for c in curves(runs, "loss")] == ["lr=0.01", "lr=0.02"]
+    drawn = curves(runs, "loss", labels=["slow", "fast"])
+    assert [(label, len(values)) for label, _, values in drawn] == [("slow", 2), ("fast", 1)]
+    out = tmp_path / "curve.png"
+    assert main(["plot", *map(str, runs), "--label", "slow", "--label", "fast", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["plot", *map(str, runs), "--label", "only one", "--out", str(out)]) == 2
+    assert "1 --label for 2 conditions" in _error_line(capsys)
+
+
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "plasticnet", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("plasticnet ")

@@ -155,6 +155,9 @@ def _add_plot(sub) -> None:
                    help="horizontal axis (seconds: runs compared at equal wall-clock time; cpu_seconds: at equal "
                         "CPU time, for runs that shared a machine)")
     p.add_argument("--smooth", type=int, default=1, metavar="K", help="moving average over K logged points")
+    p.add_argument("--label", action="append", metavar="TEXT",
+                   help="legend text of a condition, once per condition in the order of their first runs (default: "
+                        "the settings that differ between them)")
     p.add_argument("--figure", metavar="NAME", help="draw the task's figure NAME of one run (a run directory or a "
                                                     "checkpoint file) instead of curves, e.g. images: completion")
     p.add_argument("--seed", type=int, default=0, help="with --figure: which held-out episodes to draw")
@@ -186,7 +189,7 @@ def _run_plot(args) -> int:
         return _run_figure(args)
     args.out = args.out or Path("curves.png")
     metric = args.metric or default_metric(args.runs[0])
-    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y, args.x, args.smooth)}")
+    print(f"wrote {plot(args.runs, args.out, metric, args.stat, args.log_y, args.x, args.smooth, args.label)}")
     return 0
 
 

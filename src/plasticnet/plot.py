@@ -39,11 +39,12 @@ def default_metric(run_dir: Path) -> str:
     return next((k for k in (first[0] if first else {}) if k != "iteration" and k not in TIME_AXES), "loss")
 
 
-def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
+def curves(run_dirs: list[Path], metric: str, x: str = "iteration", labels: list[str] | None = None):
     """Group runs into conditions; return [(label, x values, values (n_seeds, n_points))]. ``x`` is
     ``"iteration"``, ``"seconds"`` (wall clock) or ``"cpu_seconds"`` (the run's CPU time, fair between runs that
     shared a machine unevenly): for time axes, each run is interpolated onto its condition's first run's logged
-    times, up to where the shortest run of the condition ends."""
+    times, up to where the shortest run of the condition ends. A condition's label names the settings that differ
+    between conditions, unless ``labels`` gives one per condition, in the order their first runs come."""
     groups: dict[str, list[Path]] = defaultdict(list)
     conditions: dict[str, dict] = {}
     for d in run_dirs:
@@ -52,8 +53,11 @@ def curves(run_dirs: list[Path], metric: str, x: str = "iteration"):
         groups[key].append(Path(d))
         conditions[key] = cond
     keys = list(groups)
+    if labels is not None and len(labels) != len(keys):
+        raise ConfigError(f"{len(labels)} --label for {len(keys)} conditions (runs that differ only by seed are one); "
+                          f"give one --label per condition, in the order of their first runs")
     out = []
-    for key, label in zip(keys, _labels([conditions[k] for k in keys])):
+    for key, label in zip(keys, labels or _labels([conditions[k] for k in keys])):
         series = []
         for d in groups[key]:
             points = [m for m in read_metrics(d) if metric in m]
@@ -85,12 +89,12 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot(run_dirs: list[Path], out: Path, metric: str, stat: str = "mean", log_y: bool = False,
-         x: str = "iteration", smooth: int = 1) -> Path:
+         x: str = "iteration", smooth: int = 1, labels: list[str] | None = None) -> Path:
     if stat not in ("mean", "median"):
         raise ConfigError(f"unknown --stat {stat!r}; use mean or median")
     if smooth < 1:
         raise ConfigError(f"--smooth is a number of logged points, at least 1; got {smooth}")
-    data = [(label, it, _moving_average(values, smooth)) for label, it, values in curves(run_dirs, metric, x)]
+    data = [(label, it, _moving_average(values, smooth)) for label, it, values in curves(run_dirs, metric, x, labels)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, it, values in data:
         if stat == "mean":
