@@ -7,12 +7,20 @@ run: outputs, final traces, and the gradients of the drive and of every paramete
   over steps and examples with cancellation cannot be held closer than a few roundings: autograd's own error there
   is one draw of that rounding).
 
-One result is held to a wider factor, in ``F32_EXCEPTIONS``, because autograd's error there is a lucky draw: the
-gradient of simplemaze's modulator bias, a single number (a sum over steps and examples of a sum over units that
-cancels). Over 16 inputs (the test's and 15 others drawn the same way) autograd's float32 error on it ranges from
-2.8e-7 to 2.8e-5, median 2.4e-6; at the test's input it is 6.8e-7, 3.5 times below that median, while numba's and
-torch's errors there (1.9e-6, 2.2e-6) are at their own medians, 0.84 and 0.83 times autograd's. Every other result
-of that case, a vector or matrix whose norm-wise error averages many roundings, is within ``F32_FACTOR``.
+A few results are held to a wider factor, in ``F32_EXCEPTIONS``, because autograd's error there is a lucky draw:
+gradients of a single modulator output, each a sum over steps and examples of a sum over units that cancels.
+
+- simplemaze's modulator bias: over 16 inputs (the test's and 15 others drawn the same way) autograd's float32
+  error on it ranges from 2.8e-7 to 2.8e-5, median 2.4e-6; at the test's input it is 6.8e-7, 3.5 times below that
+  median, while numba's and torch's errors there (1.9e-6, 2.2e-6) are at their own medians, 0.84 and 0.83 times
+  autograd's.
+- cue-reward-modplast's modulator weight and bias: over the same 16 inputs autograd's error ranges from 1e-8 to
+  3e-2, median 1.2e-5 and 1.8e-5, and torch's medians are the same; at the test's input autograd's is 4.4e-7 and
+  3.3e-7 (the weight's smallest of the 16), torch's 1.1e-6 for both (2.3 times, on an AMD EPYC with AVX2; within 2
+  on an Intel Xeon), numba's 3.9e-7 and 8.1e-8.
+
+Every other result of those cases, a vector or matrix whose norm-wise error averages many roundings, is within
+``F32_FACTOR``.
 
 Short sequences and small batches at the big sizes keep the file fast; the issue's long case (100 units, 200 steps)
 runs once. ``python tests/test_reference.py`` prints the table of every backend's errors.
@@ -33,7 +41,8 @@ from plasticnet.fast import fused_cell_run, gpu_kernels, use_backend
 F64_TOLERANCE = 1e-10
 F32_FACTOR = 2.0
 F32_FLOOR = 4
-F32_EXCEPTIONS = {("simplemaze", "d_h2mod.bias"): 3.5}  # (case, result): factor; see the docstring
+F32_EXCEPTIONS = {("simplemaze", "d_h2mod.bias"): 3.5,  # (case, result): factor; see the docstring
+                  ("cue-reward-modplast", "d_h2mod.weight"): 4.0, ("cue-reward-modplast", "d_h2mod.bias"): 4.0}
 EPS32 = torch.finfo(torch.float32).eps
 
 
