@@ -11,8 +11,9 @@ from plasticnet.cli import main
 from plasticnet.config import resolve
 from plasticnet.data import OmniglotCharacters
 from plasticnet.errors import ConfigError, DataError
-from plasticnet.tasks.omniglot import (EVALUATION_ALPHABETS, OmniglotConfig, OmniglotExperiment, OneShotNetwork,
-                                       episode_loss, make_episodes, shift_images, split_classes)
+from plasticnet.tasks.omniglot import (EVALUATION_ALPHABETS, evaluate_episodes, OmniglotConfig, OmniglotExperiment, OneShotNetwork,
+                                       affine_images, episode_loss, make_episodes, shift_images, split_classes,
+                                       tilt_and_zoom)
 
 CLASSES, DRAWINGS = 12, 4
 
@@ -22,12 +23,14 @@ def random_pool(classes=CLASSES, drawings=DRAWINGS, seed=0) -> torch.Tensor:
     return torch.rand(classes, drawings, 31, 31, generator=torch.Generator().manual_seed(seed))
 
 
-def identify(image: torch.Tensor, pool: torch.Tensor) -> tuple[int, int, int]:
-    for k in range(4):
-        turned = torch.rot90(pool, k, dims=(-2, -1))
-        hits = (turned == image).all(-1).all(-1).nonzero()
-        if len(hits):
-            return int(hits[0, 0]), int(hits[0, 1]), k
+def identify(image: torch.Tensor, pool: torch.Tensor, mirrored: bool = False) -> tuple[int, int, int]:
+    """(class, drawing, quarter turns) of ``image``; with ``mirrored``, the turns of the mirrored pool count 4..7."""
+    for m in range(2 if mirrored else 1):
+        for k in range(4):
+            turned = torch.rot90(pool.flip(-1) if m else pool, k, dims=(-2, -1))
+            hits = (turned == image).all(-1).all(-1).nonzero()
+            if len(hits):
+                return int(hits[0, 0]), int(hits[0, 1]), 4 * m + k
     raise AssertionError("image not in the pool")
 
 
@@ -75,6 +78,19 @@ def test_support_and_query_share_class_and_rotation_but_never_the_drawing():
     assert all(identify(no_turns.images[t, b], pool)[2] == 0 for t in range(6) for b in range(20))
 
 
+def test_mirrored_classes_keep_their_mirroring_from_support_to_query():
+    pool = random_pool()
+    ep = make(OmniglotConfig(), pool, batch=200, mirror=True)
+    seen = set()
+    for b in range(200):
+        support = {int(ep.labels[t, b].argmax()): identify(ep.images[t, b], pool, True) for t in range(5)}
+        q_class, q_drawing, q_turn = identify(ep.images[-1, b], pool, True)
+        s_class, s_drawing, s_turn = support[int(ep.target[b])]
+        assert (q_class, q_turn) == (s_class, s_turn) and q_drawing != s_drawing
+        seen |= {k for _, _, k in support.values()}
+    assert seen == set(range(8))  # four turns of the drawing and four of its mirror image
+
+
 def test_k_shot_needs_k_plus_one_drawings():
     with pytest.raises(ConfigError, match="4 distinct drawings"):
         make(OmniglotConfig(shots=3), random_pool(drawings=3))
@@ -104,6 +120,36 @@ def test_shift_moves_each_drawing_by_its_own_offset_within_the_range():
 def test_a_shift_of_half_the_drawing_or_more_is_refused():
     with pytest.raises(ConfigError, match="shift must be"):
         OmniglotConfig(shift=15).validate()
+
+
+def test_affine_images_turns_a_quarter_as_rot90_and_scales_about_the_centre():
+    images = torch.rand(3, 31, 31, generator=torch.Generator().manual_seed(0))
+    same = affine_images(images, torch.zeros(3), torch.ones(3))
+    assert torch.allclose(same, images, atol=1e-5)
+    quarter = affine_images(images, torch.full((3,), 90.0), torch.ones(3))
+    assert torch.allclose(quarter, torch.rot90(images, 1, dims=(-2, -1)), atol=1e-5)  # counter-clockwise
+    dot = torch.ones(1, 31, 31)
+    dot[0, 15, 20] = 0.0  # 5 pixels right of the centre
+    doubled = affine_images(dot, torch.zeros(1), torch.full((1,), 2.0))
+    assert doubled[0].argmin() == 15 * 31 + 25 and doubled[0, 15, 25] < 1e-5 and doubled[0, 15, 20] > 1 - 1e-5
+
+
+def test_tilt_and_zoom_keep_each_drawing_within_their_ranges():
+    images = torch.ones(400, 31, 31)
+    images[:, 15, 25] = 0.0  # 10 pixels right of the centre
+    generator = torch.Generator().manual_seed(0)
+    assert tilt_and_zoom(images, 0, 0, generator) is images
+    turned = tilt_and_zoom(images, 30, 0, generator)
+    rows, cols = np.unravel_index(turned.flatten(1).argmin(1).numpy(), (31, 31))
+    angles = np.degrees(np.arctan2(15 - rows, cols - 15))  # counter-clockwise, rows grow downwards
+    assert np.abs(angles).max() <= 30 + 6 and angles.min() < -20 and angles.max() > 20
+    assert np.allclose(np.hypot(rows - 15, cols - 15), 10, atol=1)
+    zoomed = tilt_and_zoom(images, 0, 0.2, generator)
+    cols = zoomed.flatten(1).argmin(1).numpy() % 31
+    assert 15 + 8 - 1 <= cols.min() <= 24 and 26 <= cols.max() <= 15 + 12 + 1  # 10 pixels times 0.8 to 1.2
+    for bad, match in (({"tilt": 181}, "tilt must be"), ({"zoom": 1}, "zoom must be"), ({"zoom": -0.1}, "zoom")):
+        with pytest.raises(ConfigError, match=match):
+            OmniglotConfig(**bad).validate()
 
 
 def test_paper_split_holds_out_the_last_classes_of_a_per_seed_shuffle():
@@ -162,6 +208,24 @@ def test_parameter_counts_of_the_paper():
     assert count() == 112_065
     assert count(use_w=False) == 111_745  # the camera-ready variant
     assert count(alpha="scalar") == 111_746
+    assert count(batch_norm=True) == 112_065 + 4 * 2 * 64  # a scale and a shift per channel of each convolution
+
+
+def test_batch_norm_uses_the_batch_in_training_and_running_statistics_in_evaluation():
+    torch.manual_seed(0)
+    cfg = OmniglotConfig(batch_norm=True, channels=8)
+    net = OneShotNetwork(cfg)
+    ep = make(cfg, random_pool(), batch=6)
+    first = ep._replace(images=ep.images[:, :2], labels=ep.labels[:, :2], target=ep.target[:2])
+    assert not torch.allclose(net(ep)[:2], net(first))  # training: normalised over the batch's drawings
+    norm = net.embed.norms[0]
+    assert norm.num_batches_tracked == 2 and not torch.equal(norm.running_mean, torch.zeros(8))
+    net.eval()
+    assert torch.allclose(net(ep)[:2], net(first), atol=1e-6)  # evaluation: each episode on its own
+    net.train()
+    mean = norm.running_mean.clone()
+    evaluate_episodes(net, cfg, random_pool(), 10, torch.Generator().manual_seed(1))
+    assert net.training and torch.equal(norm.running_mean, mean)  # evaluation changes no statistics
 
 
 def test_the_query_output_depends_on_support_drawings_only_through_the_trace():
@@ -240,6 +304,21 @@ def test_train_export_and_eval_on_unseen_characters(tmp_path, capsys):
     assert result["alphabets"] == ["Delta", "Epsilon"] and result["classes"] == 12 and result["shots"] == 2
     assert main(["eval", "omniglot", "--checkpoint", str(run), "--episodes", "5"]) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_augmented_batch_normalised_run_exports_its_running_statistics(tmp_path, capsys):
+    data = write_omniglot(tmp_path / "omni")
+    run, exported = tmp_path / "run", tmp_path / "model.safetensors"
+    assert main(["train", "omniglot", "--data", str(data), "--split", "alphabets", "--test-alphabets", "Gamma",
+                 "--out", str(run), "--iterations", "3", "--batch-size", "4", "--log-every", "1", "--eval-every", "0",
+                 "--batch-norm", "--mirror", "--tilt", "10", "--zoom", "0.1", "--shift", "1", "--no-progress"]) == 0
+    assert main(["export", str(run), "--out", str(exported)]) == 0
+    results = []
+    for checkpoint in (run, exported):
+        capsys.readouterr()
+        assert main(["eval", "omniglot", "--checkpoint", str(checkpoint), "--episodes", "40", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1]  # the exported file carries the batch-norm statistics
 
 
 def test_a_tiny_plastic_network_learns_one_shot_matching(tmp_path):

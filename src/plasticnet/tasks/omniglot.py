@@ -9,6 +9,10 @@ feed-forward output layer (:class:`~plasticnet.layers.PlasticLinear`, Oja's rule
 added to the logits with gain 1000, which saturates the softmax to the label ("clamping"), and Oja's rule moves that
 label's column of the trace towards the drawing's embedding. Memory across steps lives only in the trace.
 
+Training drawings can be varied beyond the paper's quarter turns (all off in the paper's presets, training episodes
+only): ``shift`` moves each drawing by whole pixels, ``tilt`` and ``zoom`` turn and scale it a little, and
+``mirror`` mirrors a character (all its drawings in the episode) one time in two, as a new class.
+
 Departures from the original, on purpose: support and query drawings of a class are always distinct (the original
 drew them independently, so the query repeated the support drawing one time in 20); episodes come in batches; class
 splits are fixed per seed and stored in the checkpoint, so evaluation always uses the classes the model never saw.
@@ -62,7 +66,11 @@ class OmniglotConfig(RunConfig):
     test_time: int = 1
     rotations: bool = True
     shift: int = 0  # training drawings moved by up to this many pixels each way, at random (0: as they are)
+    tilt: float = 0.0  # training drawings turned by up to this many degrees each way, at random
+    zoom: float = 0.0  # training drawings scaled by a random factor between 1 - zoom and 1 + zoom
+    mirror: bool = False  # training characters also mirrored, at random, as new classes (like the quarter turns)
     channels: int = 64
+    batch_norm: bool = False  # batch normalisation after each convolution, before the activation (not in the paper)
     activation: str = "tanh"
     rule: str = "oja"
     alpha: str = "full"
@@ -92,6 +100,10 @@ class OmniglotConfig(RunConfig):
                          "lr_step_episodes", "test_classes")
         if not 0 <= self.shift < SIZE // 2:
             raise ConfigError(f"shift must be between 0 and {SIZE // 2 - 1} pixels, got {self.shift}")
+        if not 0 <= self.tilt <= 180:
+            raise ConfigError(f"tilt must be between 0 and 180 degrees, got {self.tilt}")
+        if not 0 <= self.zoom < 1:
+            raise ConfigError(f"zoom must be at least 0 and below 1 (a scale factor 1 +- zoom), got {self.zoom}")
         if self.gap < 0 or self.eval_every < 0:
             raise ConfigError("gap and eval_every must be >= 0 (eval_every 0: no held-out evaluation)")
         if self.eval_every % self.log_every:
@@ -180,12 +192,13 @@ def _rotate(images: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
 
 
 def make_episodes(cfg: OmniglotConfig, pool: torch.Tensor, batch_size: int, generator: torch.Generator,
-                  shots: int | None = None) -> Episodes:
+                  shots: int | None = None, mirror: bool = False) -> Episodes:
     """A batch of episodes from ``pool`` (C, D, S, S) of C classes with D drawings each.
 
     Classes are distinct within an episode; each is turned by its own random multiple of 90 degrees (so a turned
-    character acts as a new class), the same for its support and query drawings. A class's k support drawings and
-    the query drawing are k + 1 distinct drawings.
+    character acts as a new class), the same for its support and query drawings; with ``mirror``, each is also
+    mirrored (left-right, before the turn) one time in two, in the same way. A class's k support drawings and the
+    query drawing are k + 1 distinct drawings.
     """
     device = pool.device
     B, N = batch_size, cfg.ways
@@ -199,6 +212,7 @@ def make_episodes(cfg: OmniglotConfig, pool: torch.Tensor, batch_size: int, gene
     drawings = torch.rand(B, N, n_drawings, generator=generator, device=device).argsort(-1)[..., :K + 1]
     order = torch.rand(B, K, N, generator=generator, device=device).argsort(-1)  # presentation order per round
     target = torch.randint(N, (B,), generator=generator, device=device)
+    flips = torch.randint(2, (B, N), generator=generator, device=device) if mirror else None
 
     rows = torch.arange(B, device=device)[:, None]
     shot = torch.arange(K, device=device).repeat_interleave(N)[None]  # round of each support item
@@ -206,6 +220,8 @@ def make_episodes(cfg: OmniglotConfig, pool: torch.Tensor, batch_size: int, gene
     labels_seq = torch.cat([support, target[:, None]], 1)  # (B, K*N + 1)
     drawing_seq = torch.cat([drawings[rows, support, shot], drawings[rows[:, 0], target, K][:, None]], 1)
     images = pool[classes[rows, labels_seq], drawing_seq]  # (B, K*N + 1, S, S)
+    if flips is not None:
+        images = torch.where(flips[rows, labels_seq][..., None, None].bool(), images.flip(-1), images)
     images = _rotate(images, turns[rows, labels_seq])
     onehot = F.one_hot(labels_seq, N).to(pool.dtype)
     onehot[:, -1] = 0.0  # the query is unlabelled
@@ -235,19 +251,46 @@ def shift_images(images: torch.Tensor, shift: int, generator: torch.Generator) -
     return padded[torch.arange(M, device=device)[:, None, None], rows, cols].reshape(images.shape)
 
 
-class Embedding(nn.Module):
-    """Four 3x3 stride-2 convolutions without padding, each followed by the activation: 31x31 -> ``channels``."""
+def affine_images(images: torch.Tensor, degrees: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Turn each (S, S) image of ``images`` (M, S, S) counter-clockwise by its angle in ``degrees`` (M,) and scale it
+    about its centre by its factor in ``scales`` (M,), with bilinear interpolation; the edge pixels (the background)
+    fill the space left. A quarter turn of an odd-sized image moves pixel centres onto pixel centres, as rot90."""
+    radians = torch.deg2rad(degrees)
+    cos, sin = torch.cos(radians) / scales, torch.sin(radians) / scales
+    zero = torch.zeros_like(cos)
+    # affine_grid maps output coordinates (x right, y down) to input ones: the inverse of the wanted transform.
+    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], -2)
+    grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], 1, *images.shape[-2:]], align_corners=False)
+    return F.grid_sample(images.unsqueeze(1), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False).squeeze(1)
 
-    def __init__(self, channels: int, activation: str):
+
+def tilt_and_zoom(images: torch.Tensor, tilt: float, zoom: float, generator: torch.Generator) -> torch.Tensor:
+    """Turn each image of ``images`` (.., S, S) by its own random angle in [-tilt, tilt] degrees and scale it by its
+    own random factor in [1 - zoom, 1 + zoom]."""
+    if tilt == 0 and zoom == 0:
+        return images
+    flat = images.reshape(-1, *images.shape[-2:])
+    uniform = torch.rand(2, flat.shape[0], generator=generator, device=images.device) * 2 - 1
+    return affine_images(flat, tilt * uniform[0], 1 + zoom * uniform[1]).reshape(images.shape)
+
+
+class Embedding(nn.Module):
+    """Four 3x3 stride-2 convolutions without padding, each followed by the activation: 31x31 -> ``channels``.
+    With ``batch_norm``, each convolution's output is batch-normalised before the activation: over the drawings of
+    all the batch's episodes in training, with the running statistics in evaluation (``model.eval()``)."""
+
+    def __init__(self, channels: int, activation: str, batch_norm: bool = False):
         super().__init__()
         widths = [1] + [channels] * 4
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2) for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(b) if batch_norm else nn.Identity() for b in widths[1:])
         self.act = ACTIVATIONS[activation]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.unsqueeze(1)
-        for conv in self.convs:
-            x = self.act(conv(x))
+        for conv, norm in zip(self.convs, self.norms):
+            x = self.act(norm(conv(x)))
         return x.flatten(1)
 
 
@@ -258,7 +301,7 @@ class OneShotNetwork(nn.Module):
     def __init__(self, cfg: OmniglotConfig):
         super().__init__()
         self.label_gain = cfg.label_gain
-        self.embed = Embedding(cfg.channels, cfg.activation)
+        self.embed = Embedding(cfg.channels, cfg.activation, cfg.batch_norm)
         self.head = PlasticLinear(cfg.channels, cfg.ways, rule=cfg.rule, alpha=cfg.alpha, activation="softmax",
                                   use_w=cfg.use_w, init="uniform", init_scale=0.01)
 
@@ -285,6 +328,16 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_episodes(model: OneShotNetwork, cfg: OmniglotConfig, pool: torch.Tensor, episodes: int,
                       generator: torch.Generator, shots: int | None = None, chunk: int = 250) -> dict[str, float]:
+    """Accuracy and loss over ``episodes`` episodes from ``pool``, in evaluation mode (restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, cfg, pool, episodes, generator, shots, chunk)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model, cfg, pool, episodes, generator, shots, chunk) -> dict[str, float]:
     correct = done = 0
     loss = 0.0
     while done < episodes:
@@ -333,8 +386,9 @@ class OmniglotExperiment:
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(iteration)
-        e = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator)
-        images = shift_images(e.images, self.cfg.shift, self.generator)
+        e = make_episodes(self.cfg, self.train_pool, self.cfg.batch_size, self.generator, mirror=self.cfg.mirror)
+        images = tilt_and_zoom(e.images, self.cfg.tilt, self.cfg.zoom, self.generator)
+        images = shift_images(images, self.cfg.shift, self.generator)
         episodes = Episodes(images[:, self.shard], e.labels[:, self.shard], e.target[self.shard])
         output = self.net(episodes)
         loss = episode_loss(output, episodes.target)
