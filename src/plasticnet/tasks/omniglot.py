@@ -296,7 +296,8 @@ class Embedding(nn.Module):
 
 class OneShotNetwork(nn.Module):
     """Embedding + plastic softmax output layer. Parameters (64 channels, 5 ways): convolutions 111,424, plus w 320,
-    alpha 320 and eta 1 = 112,065; without w (the camera-ready variant) 111,745; with one alpha 111,746."""
+    alpha 320 and eta 1 = 112,065; without w (the camera-ready variant) 111,745; with one alpha 111,746; batch
+    normalisation adds a scale and a shift per channel of each convolution (512)."""
 
     def __init__(self, cfg: OmniglotConfig):
         super().__init__()
