@@ -11,9 +11,9 @@ from plasticnet.cli import main
 from plasticnet.config import resolve
 from plasticnet.data import OmniglotCharacters
 from plasticnet.errors import ConfigError, DataError
-from plasticnet.tasks.omniglot import (EVALUATION_ALPHABETS, evaluate_episodes, OmniglotConfig, OmniglotExperiment, OneShotNetwork,
-                                       affine_images, episode_loss, make_episodes, shift_images, split_classes,
-                                       tilt_and_zoom)
+from plasticnet.tasks.omniglot import (EVALUATION_ALPHABETS, OmniglotConfig, OmniglotExperiment, OneShotNetwork,
+                                       affine_images, episode_loss, evaluate_episodes, make_episodes, shift_images,
+                                       split_classes, tilt_and_zoom)
 
 CLASSES, DRAWINGS = 12, 4
 

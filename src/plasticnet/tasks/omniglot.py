@@ -330,24 +330,18 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def evaluate_episodes(model: OneShotNetwork, cfg: OmniglotConfig, pool: torch.Tensor, episodes: int,
                       generator: torch.Generator, shots: int | None = None, chunk: int = 250) -> dict[str, float]:
     """Accuracy and loss over ``episodes`` episodes from ``pool``, in evaluation mode (restored afterwards)."""
-    was_training = model.training
+    was_training, correct, done, loss = model.training, 0, 0, 0.0
     model.eval()
     try:
-        return _evaluate(model, cfg, pool, episodes, generator, shots, chunk)
+        while done < episodes:
+            n = min(chunk, episodes - done)
+            batch = make_episodes(cfg, pool, n, generator, shots)
+            output = model(batch)
+            correct += int((output.argmax(-1) == batch.target).sum())
+            loss += float(episode_loss(output, batch.target)) * n
+            done += n
     finally:
         model.train(was_training)
-
-
-def _evaluate(model, cfg, pool, episodes, generator, shots, chunk) -> dict[str, float]:
-    correct = done = 0
-    loss = 0.0
-    while done < episodes:
-        n = min(chunk, episodes - done)
-        batch = make_episodes(cfg, pool, n, generator, shots)
-        output = model(batch)
-        correct += int((output.argmax(-1) == batch.target).sum())
-        loss += float(episode_loss(output, batch.target)) * n
-        done += n
     return {"accuracy": correct / episodes, "loss": loss / episodes}
 
 
