@@ -79,3 +79,31 @@ def test_bench_pattern_refuses_a_batch_whose_plain_formulation_cannot_fit(capsys
     captured = capsys.readouterr()
     assert "plain formulation needs about" in captured.err and "smaller --batch-sizes" in captured.err
     assert "ep/s" not in captured.out
+
+
+def test_bench_ptb_compares_the_plastic_lstm_with_the_plain_formulation_and_both_lstms(capsys):
+    """Each row: the library against the plain per-step formulation (the same logits), the library's LSTM and
+    torch.nn.LSTM, timed in the same loop."""
+    from plasticnet.bench import ptb_suite
+
+    rows = ptb_suite([2], 1, torch.device("cpu"))
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert "of nn.LSTM" in printed[-3] and [line.split()[0] for line in printed[-2:]] == ["plastic", "modplast"]
+    assert [r["model"] for r in rows] == ["plastic", "modplast"]
+    for r in rows:
+        assert r["max_logit_difference"] < 1e-5 and r["batch"] == 2 and r["graphed_tps"] is None
+        assert r["of_lstm"] == pytest.approx(r["library_tps"] / r["lstm_tps"])
+        assert r["of_torch_lstm"] == pytest.approx(r["library_tps"] / r["torch_lstm_tps"])
+
+
+def test_torch_lstm_language_model_has_the_lstm_conditions_shapes():
+    from plasticnet.baselines.plain_ptb import TorchLSTMLanguageModel
+    from plasticnet.config import resolve
+    from plasticnet.tasks.ptb import LanguageModel, PtbConfig, count_parameters
+
+    cfg = resolve(PtbConfig, "ptb", "small", {"model": "lstm"})
+    model = TorchLSTMLanguageModel(50, cfg.emsize, cfg.hidden_size, cfg.num_layers)
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(cfg, 50, cfg.hidden_size)
+    logits, (h, c) = model(torch.randint(50, (7, 3)))
+    assert logits.shape == (7, 3, 50) and h.shape == c.shape == (2, 3, cfg.hidden_size)
+    assert LanguageModel(cfg, 50, cfg.hidden_size)(torch.randint(50, (7, 3)))[0].shape == logits.shape

@@ -128,3 +128,44 @@ def test_gpu_kernels_run_open_loops_as_the_pytorch_operations(rule, alpha, every
         results.append([out, state.hebb] + [p.grad for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def _ptb(corpus_dir, model: str, graph: bool, **extra):
+    from plasticnet.tasks.ptb import PtbConfig, PtbExperiment
+
+    cfg = resolve(PtbConfig, "ptb", "small", {
+        "data": str(corpus_dir), "model": model, "emsize": 6, "hidden_size": 5, "batch_size": 3, "bptt": 7,
+        "epochs": 2, "eval_batch_size": 2, "log_every": 1000, "save_every": 1000, "device": "cuda",
+        "cuda_graph": graph, **extra})
+    torch.manual_seed(0)
+    return PtbExperiment(cfg, torch.device("cuda"))
+
+
+@pytest.mark.parametrize("model", ["lstm", "plastic", "modplast", "modul"])
+def test_graphed_ptb_segments_equal_eager_ones(corpus_dir, model):
+    """Two epochs of PTB segments, the full-length ones replayed as a CUDA graph, the last short one of each epoch
+    eager, a validation at each epoch's end and the epoch's zero state and traces between: the eager run's losses,
+    validation perplexities and weights, segment after segment."""
+    graphed, eager = _ptb(corpus_dir, model, True), _ptb(corpus_dir, model, False)
+    assert graphed.graph is not None and eager.graph is None and graphed.describe()["cuda_graph"]
+    assert graphed.lengths[-1] < 7  # each epoch ends with a short segment, run eagerly
+    for iteration in range(graphed.planned_iterations):
+        got, expected = graphed.step(iteration), eager.step(iteration)
+        torch.testing.assert_close(got["loss"], expected["loss"], rtol=1e-5, atol=1e-6)
+        ends = graphed.validate(iteration, False), eager.validate(iteration, False)
+        assert ends[0].keys() == ends[1].keys()
+        for name in ends[1]:
+            assert ends[0][name] == pytest.approx(ends[1][name], rel=1e-5)
+    assert graphed.epoch == 2
+    for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_graphed_ptb_segments_draw_new_dropout_masks_at_each_replay(corpus_dir):
+    """Dropout draws its masks inside the graph: two replays of one segment from the same state give different
+    losses, and without dropout the same one."""
+    for p, differ in ((0.3, True), (0.0, False)):
+        run = _ptb(corpus_dir, "modplast", True, dropout=p, dropouth=p, dropouti=p)
+        x, y = run.train_data[:7], run.train_data[1:8]
+        zeros = [t for layer in run.model.rnn.initial_state(3) for t in layer if t is not None]
+        assert bool(run.graph(x, y, *zeros)["ce"] != run.graph(x, y, *zeros)["ce"]) == differ

@@ -265,3 +265,18 @@ def test_bad_combinations_are_refused(kwargs, match):
 def test_layer_widths_must_match_the_number_of_layers():
     with pytest.raises(ConfigError, match="2 widths for num_layers=3"):
         PlasticLSTM(3, [4, 5], 3)
+
+
+def test_state_tensors_round_trip_keeps_absent_fields_absent():
+    from plasticnet.lstm import state_tensors, states_from_tensors
+
+    for kwargs in ({"rule": None}, {}, {"modulation": "retroactive"}):
+        lstm = PlasticLSTM(3, [4, 5], 2, **kwargs)
+        states = lstm.initial_state(2)
+        flat = state_tensors(states)
+        assert len(flat) == sum(t is not None for layer in states for t in layer)
+        back = states_from_tensors([t + 1 for t in flat], states)
+        for old, new in zip(states, back):
+            assert type(new) is type(old)
+            for a, b in zip(old, new):
+                assert (a is None and b is None) or torch.equal(a + 1, b)

@@ -206,3 +206,33 @@ def test_missing_data_is_one_line_naming_the_fix(tmp_path, capsys):
 def test_json_without_dry_run_is_refused(capsys):
     code, _, err = run_cli(capsys, "train", "ptb", "--json")
     assert code == 2 and "--json goes with --dry-run" in err
+
+
+class _Unrecorded:
+    """GraphedIteration's calling convention without a graph (CPU): copies in, the function, copies out."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *inputs):
+        return {name: value.clone() for name, value in self.fn(*(t.clone() for t in inputs)).items()}
+
+
+@pytest.mark.parametrize("model", ["lstm", "plastic", "modul"])
+def test_the_graphed_segment_function_steps_as_the_eager_step(corpus_dir, model):
+    """What a GPU run replays as a CUDA graph (the states flattened in and out, the gradients left for the update
+    outside), run here without the graph: the eager run's losses, validations and weights over two epochs, whose
+    last short segments run eagerly between."""
+    runs = []
+    for graphed in (True, False):
+        seed_everything(0)
+        runs.append(PtbExperiment(tiny(corpus_dir, model=model), torch.device("cpu")))
+        if graphed:
+            runs[-1].graph = _Unrecorded(runs[-1]._graphed_gradients)
+    graphed, eager = runs
+    assert graphed.lengths[-1] < graphed.cfg.bptt
+    for iteration in range(graphed.planned_iterations):
+        torch.testing.assert_close(graphed.step(iteration)["loss"], eager.step(iteration)["loss"])
+        assert graphed.validate(iteration, False) == eager.validate(iteration, False)
+    for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(p, q)

@@ -299,10 +299,46 @@ def _lm_training_step(model, forward, detach, tokens):
     return step
 
 
+def _graphed_lm_training_step(model, tokens):
+    """:func:`_lm_training_step` on a GPU with the segment's forward pass, loss, backward pass and clipping replayed
+    as one CUDA graph (:class:`~plasticnet.train.cuda_graph.GraphedIteration`); the SGD update runs outside it.
+    ``model``: a library :class:`~plasticnet.tasks.ptb.LanguageModel` (states: a list of LSTMState) or a
+    ``TorchLSTMLanguageModel`` (state: ``(h, c)``)."""
+    from .lstm import state_tensors, states_from_tensors
+    from .train.cuda_graph import GraphedIteration
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    if hasattr(model.rnn, "initial_state"):  # the library's
+        like = model.rnn.initial_state(tokens.shape[1])
+        carried = [state_tensors(like)]
+        flatten, unflatten = state_tensors, lambda flat: states_from_tensors(flat, like)  # noqa: E731
+    else:  # torch.nn.LSTM's (h, c)
+        lstm = model.rnn
+        carried = [[tokens.new_zeros((lstm.num_layers, tokens.shape[1], lstm.hidden_size), dtype=torch.float32)] * 2]
+        flatten, unflatten = list, tuple
+
+    def segment(tokens, *flat):
+        logits, states = model(tokens[:-1], unflatten(flat))[:2]
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        return {"loss": loss.detach(), **{str(i): value.detach() for i, value in enumerate(flatten(states))}}
+
+    graphed = GraphedIteration(segment)
+
+    def step():
+        out = graphed(tokens, *carried[0])
+        optimizer.step()
+        carried[0] = [out[str(i)] for i in range(len(carried[0]))]
+    return step
+
+
 def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic", "modplast")) -> list[dict]:
     """Training tokens per second of the small preset's language model (2 layers of 199, 20-step segments),
-    library against the plain per-step formulation with the same weights, and against the library's plain LSTM
-    (the ``lstm`` condition, 2 layers of 200), all three timed in turn in the same loop."""
+    library against the plain per-step formulation with the same weights, against the library's plain LSTM (the
+    ``lstm`` condition, 2 layers of 200) and against ``torch.nn.LSTM`` of the same shape (cuDNN on a GPU), all four
+    timed in turn in the same loop."""
     from .config import resolve
     from .lstm import detach_state
     from .tasks.ptb import LanguageModel, PtbConfig, matched_hidden_size
@@ -318,18 +354,37 @@ def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic",
             library = LanguageModel(cfg, 10000, hidden).to(device)
             plain = plain_module.PlainLanguageModel(library).to(device)
             lstm = LanguageModel(lstm_cfg, 10000, lstm_cfg.hidden_size).to(device)
+            torch_lstm = plain_module.TorchLSTMLanguageModel(10000, lstm_cfg.emsize, lstm_cfg.hidden_size,
+                                                             lstm_cfg.num_layers).to(device)
             tokens = torch.randint(10000, (cfg.bptt + 1, batch), device=device)
             with torch.no_grad():
                 gap = (library(tokens[:-1])[0] - plain(tokens[:-1])[0]).abs().max().item()
             lib_step = _lm_training_step(library, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
             plain_step = _lm_training_step(plain, lambda m, x, s: m(x, s), plain_module.detach, tokens)
             lstm_step = _lm_training_step(lstm, lambda m, x, s: m(x, s)[:2], detach_state, tokens)
-            (lib_s, plain_s, lstm_s), (lib_mem, plain_mem, _) = compare_steps([lib_step, plain_step, lstm_step],
-                                                                              device, rounds)
+            torch_step = _lm_training_step(torch_lstm, lambda m, x, s: m(x, s),
+                                           lambda s: tuple(t.detach() for t in s), tokens)
+            steps = [lib_step, plain_step, lstm_step, torch_step]
+            if device.type == "cuda":  # the three models' steps again, replayed as CUDA graphs
+                steps += [_graphed_lm_training_step(m, tokens) for m in (library, lstm, torch_lstm)]
+                try:  # whether this torch and cuDNN capture cuDNN's LSTM in a graph
+                    steps[-1]()
+                except RuntimeError as error:
+                    print(f"nn.LSTM not captured in a CUDA graph here ({str(error).splitlines()[0]})")
+                    steps[-1] = torch_step
+            times, (lib_mem, plain_mem, *_) = compare_steps(steps, device, rounds)
+            lib_s, plain_s, lstm_s, torch_s = times[:4]
             per_step = cfg.bptt * batch
             rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
                          "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "lstm_tps": per_step / lstm_s,
-                         "of_lstm": lstm_s / lib_s, "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
+                         "of_lstm": lstm_s / lib_s, "torch_lstm_tps": per_step / torch_s,
+                         "of_torch_lstm": torch_s / lib_s,
+                         "graphed_tps": per_step / times[4] if len(times) > 4 else None,
+                         "graphed_of_torch_lstm": torch_s / times[4] if len(times) > 4 else None,
+                         "graphed_lstm_tps": per_step / times[5] if len(times) > 4 else None,
+                         "graphed_torch_lstm_tps": per_step / times[6] if len(times) > 4 else None,
+                         "graphed_of_graphed_torch_lstm": times[6] / times[4] if len(times) > 4 else None,
+                         "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
                          "max_logit_difference": gap, "backend": _backend(library.rnn)})
     return rows
 
@@ -338,14 +393,22 @@ def ptb_suite(batch_sizes, rounds: int, device: torch.device) -> list[dict]:
     where = _where(device)
     print(f"ptb: small preset language model (10k words, 2 plastic LSTM layers), 20-step segments, training step "
           f"(forward, backward, clip, SGD); tokens per second; 'of LSTM': the plain LSTM's step time over the "
-          f"library's; {where}")
+          f"library's; 'nn.LSTM': torch.nn.LSTM of the LSTM's shape ({'cuDNN' if device.type == 'cuda' else 'ATen'}), "
+          f"its step time over the library's; {where}")
     rows = bench_ptb(batch_sizes, rounds, device)
     print(f"{'model':>9} {'hidden':>6} {'batch':>5} {'library tok/s':>14} {'plain tok/s':>12} {'speed-up':>9} "
-          f"{'LSTM tok/s':>11} {'of LSTM':>8} {'library MB':>11} {'plain MB':>9} {'same logits':>12}  backend")
+          f"{'LSTM tok/s':>11} {'of LSTM':>8} {'nn.LSTM tok/s':>14} {'of nn.LSTM':>11} {'library MB':>11} "
+          f"{'plain MB':>9} {'same logits':>12}  backend")
     for r in rows:
         print(f"{r['model']:>9} {r['hidden']:>6} {r['batch']:>5} {r['library_tps']:>14.0f} {r['plain_tps']:>12.0f} "
-              f"{r['speedup']:>8.2f}x {r['lstm_tps']:>11.0f} {r['of_lstm']:>8.2f} {r['library_mb']:>11.0f} "
+              f"{r['speedup']:>8.2f}x {r['lstm_tps']:>11.0f} {r['of_lstm']:>8.2f} {r['torch_lstm_tps']:>14.0f} "
+              f"{r['of_torch_lstm']:>11.2f} {r['library_mb']:>11.0f} "
               f"{r['plain_mb']:>9.0f} {r['max_logit_difference']:>12.1e}  {r['backend']}")
+        if r["graphed_tps"] is not None:
+            print(f"{'':>9} replayed as CUDA graphs (forward, loss, backward, clip; SGD outside): library "
+                  f"{r['graphed_tps']:.0f} tok/s, LSTM {r['graphed_lstm_tps']:.0f}, nn.LSTM "
+                  f"{r['graphed_torch_lstm_tps']:.0f}; library graphed of nn.LSTM eager "
+                  f"{r['graphed_of_torch_lstm']:.2f}, of nn.LSTM graphed {r['graphed_of_graphed_torch_lstm']:.2f}")
     return rows
 
 

@@ -60,6 +60,19 @@ def detach_state(state):
     return type(state)(detach_state(s) for s in state)
 
 
+def state_tensors(states) -> list[torch.Tensor]:
+    """The tensors of a list of :class:`LSTMState` (one per layer) in order, absent fields skipped: the flat form a
+    CUDA graph takes and returns (:class:`~plasticnet.train.cuda_graph.GraphedIteration`)."""
+    return [t for layer in states for t in layer if t is not None]
+
+
+def states_from_tensors(tensors, like) -> list[LSTMState]:
+    """The inverse of :func:`state_tensors`: ``tensors`` put back into states shaped as ``like`` (a list of
+    :class:`LSTMState` whose absent fields are those of the result)."""
+    values = iter(tensors)
+    return [LSTMState(*(None if t is None else next(values) for t in layer)) for layer in like]
+
+
 def locked_dropout(x: torch.Tensor, p: float, training: bool,
                    batch_shard: Optional[tuple[int, slice]] = None) -> torch.Tensor:
     """Variational dropout on a (T, B, F) sequence: one mask per example and feature, shared by every time step

@@ -96,6 +96,22 @@ class PlainLanguageModel(nn.Module):
         return self.decoder(x), new_states
 
 
+class TorchLSTMLanguageModel(nn.Module):
+    """The plain LSTM language model on ``torch.nn.LSTM`` (cuDNN on a GPU, oneDNN or ATen's own kernels on a CPU):
+    embedding, ``num_layers`` layers of ``hidden_size``, untied decoder; no dropout. The same shapes as the library's
+    ``lstm`` condition, with ``torch.nn.LSTM``'s own initialisation (timing only)."""
+
+    def __init__(self, vocab_size: int, emsize: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.encoder = nn.Embedding(vocab_size, emsize)
+        self.rnn = nn.LSTM(emsize, hidden_size, num_layers)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, tokens, state=None):
+        x, state = self.rnn(self.encoder(tokens), state)
+        return self.decoder(x), state
+
+
 def detach(states):
     return [tuple(t.detach() for t in layer) for layer in states]
 

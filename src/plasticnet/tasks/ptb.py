@@ -42,9 +42,11 @@ from ..data.ptb import batchify, load_ptb
 from ..errors import CheckpointError, ConfigError, DataError
 from ..fast.backends import check_backend
 from ..layers import ALPHA_MODES, describe_backend
-from ..lstm import MODULATOR_INPUTS, LSTMState, PlasticLSTM, detach_state, locked_dropout
+from ..lstm import (MODULATOR_INPUTS, LSTMState, PlasticLSTM, detach_state, locked_dropout, state_tensors,
+                    states_from_tensors)
 from ..rules import RULES
 from ..train import distributed
+from ..train.cuda_graph import GraphedIteration
 
 CONDITIONS = {
     "lstm": dict(rule=None),
@@ -62,6 +64,11 @@ class PtbConfig(RunConfig):
     ``time_summed_loss``: the cross-entropy is summed over a segment's time steps and averaged over the batch,
     which is the cost Zaremba et al.'s learning rate of 1 (and gradient clip of 5) applies to; otherwise it is
     averaged over tokens, as AWD-LSTM's lr of 30 assumes.
+
+    ``cuda_graph``: on a CUDA device (one process), each segment of the full ``bptt`` length runs its forward pass,
+    loss, backward pass and clipping as one replayed CUDA graph (:class:`~plasticnet.train.cuda_graph.GraphedIteration`;
+    the plastic LSTM there is the cell stepped under autograd, hundreds of small kernels a segment); other lengths
+    run eagerly. Same results; ``--no-cuda-graph`` (``cuda_graph=false``) runs every segment eagerly.
     """
 
     data: str = ""
@@ -96,6 +103,7 @@ class PtbConfig(RunConfig):
     eval_batch_size: int = 10
     test_batch_size: int = 1
     backend: str = "auto"  # what runs the plastic LSTM (plasticnet.fast.backends)
+    cuda_graph: bool = True  # on a GPU, replay each full-length segment's step as a CUDA graph (PtbExperiment)
 
     min_iterations: ClassVar[int] = 0  # 0: the whole schedule of epochs
 
@@ -277,11 +285,14 @@ class PtbExperiment:
         self.average: Optional[list[torch.Tensor]] = None
         self.averaged_steps = 0
         self.pending: Optional[dict] = None
+        graphed = device.type == "cuda" and cfg.cuda_graph and distributed.world_size() == 1
+        self.graph = GraphedIteration(self._graphed_gradients) if graphed else None
+        self._state_like = self.model.rnn.initial_state(1)  # which fields the graph's flat states fill
 
     def describe(self) -> dict:
         rnn = self.model.rnn
         return {"hidden_sizes": rnn.hidden_sizes, "backend": describe_backend(rnn.backend, rnn.cells[0]),
-                "vocabulary": self.vocab_size,
+                "cuda_graph": self.graph is not None, "vocabulary": self.vocab_size,
                 "segments_first_epoch": len(self.lengths)}
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
@@ -296,20 +307,12 @@ class PtbExperiment:
         lr = cfg.lr_at(self.epoch) * (length / cfg.bptt if cfg.random_bptt else 1.0)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits, states, raw, dropped = self.net(x, detach_state(self.states))
-        self.states = states
-        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        loss = ce * length if cfg.time_summed_loss else ce
-        if cfg.ar:
-            loss = loss + cfg.ar * dropped.square().mean()
-        if cfg.tar:
-            loss = loss + cfg.tar * (raw[1:] - raw[:-1]).square().mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.alpha_grad_divisor != 1:  # before clipping, as the original, so it also changes the clip
-            for alpha in self.divided:
-                alpha.grad.div_(cfg.alpha_grad_divisor)
-        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.graph is not None and length == cfg.bptt:
+            states = self.states if self.states is not None else self.model.rnn.initial_state(x.shape[1])
+            out = self.graph(x, y, *(t.detach() for t in state_tensors(states)))
+            ce, self.states = out.pop("ce"), states_from_tensors(out.values(), self._state_like)
+        else:  # with a graph, the gradients stay in the tensors it writes (GraphedIteration)
+            ce, self.states = self._gradients(x, y, detach_state(self.states), set_to_none=self.graph is None)
         self.optimizer.step()
         if self.average is not None:
             self._accumulate_average()
@@ -320,6 +323,30 @@ class PtbExperiment:
         if self.segment == len(self.lengths):
             self._end_epoch()
         return {"loss": ce.detach(), "lr": torch.tensor(lr)}
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor, states, set_to_none: bool = True):
+        """The segment's loss, backward pass, alpha-gradient division and clipping (the step but the update): the
+        cross-entropy per token (detached) and the new states (not detached)."""
+        cfg = self.cfg
+        logits, states, raw, dropped = self.net(x, states)
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss = ce * x.shape[0] if cfg.time_summed_loss else ce
+        if cfg.ar:
+            loss = loss + cfg.ar * dropped.square().mean()
+        if cfg.tar:
+            loss = loss + cfg.tar * (raw[1:] - raw[:-1]).square().mean()
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+        loss.backward()
+        if cfg.alpha_grad_divisor != 1:  # before clipping, as the original, so it also changes the clip
+            for alpha in self.divided:
+                alpha.grad.div_(cfg.alpha_grad_divisor)
+        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        return ce.detach(), states
+
+    def _graphed_gradients(self, x: torch.Tensor, y: torch.Tensor, *flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`_gradients` with the states as a flat list of tensors, for :class:`GraphedIteration`."""
+        ce, states = self._gradients(x, y, states_from_tensors(flat, self._state_like))
+        return {"ce": ce, **{f"state{i}": t.detach() for i, t in enumerate(state_tensors(states))}}
 
     def _accumulate_average(self) -> None:
         """Averaged SGD with t0 = 0 and lambda = 0 (the original's ASGD): a running mean of every step's weights."""
