@@ -236,3 +236,22 @@ def test_the_graphed_segment_function_steps_as_the_eager_step(corpus_dir, model)
         assert graphed.validate(iteration, False) == eager.validate(iteration, False)
     for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("width", [199, 200, 5])
+def test_aligned_linear_is_linear(width):
+    """The decoder's product with its width padded to a multiple of 8: F.linear's values and gradients."""
+    from plasticnet.tasks.ptb import aligned_linear
+
+    torch.manual_seed(0)
+    x, w, b = (torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+               for shape in ((4, 3, width), (11, width), (11,)))
+    grads = []
+    for fn in (aligned_linear, torch.nn.functional.linear):
+        out = fn(x, w, b)
+        (out * torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+        grads.append((out.detach(), *(t.grad.clone() for t in (x, w, b))))
+        for t in (x, w, b):
+            t.grad = None
+    for got, expected in zip(*grads):
+        torch.testing.assert_close(got, expected)

@@ -188,7 +188,18 @@ class LanguageModel(nn.Module):
         raw, states = self.rnn(x, states, self.batch_shard)
         dropped = locked_dropout(raw, cfg.dropout, self.training, self.batch_shard)
         decoder = self.encoder.weight if self.decoder_weight is None else self.decoder_weight
-        return F.linear(dropped, decoder, self.decoder_bias), states, raw, dropped
+        return aligned_linear(dropped, decoder, self.decoder_bias), states, raw, dropped
+
+
+def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` with the shared width padded with zeros to a multiple of 8 where it is not one
+    (the same values; the padding's gradient is dropped). Matrix-product libraries run an odd width's products
+    slowly: the decoder of the parameter-matched plastic conditions (199 units, 10,000 words, 400 tokens) took
+    103 ms of a training step on one CPU thread, against 80 ms at the plain LSTM's 200 units."""
+    pad = -x.shape[-1] % 8
+    if pad == 0:
+        return F.linear(x, weight, bias)
+    return F.linear(F.pad(x, (0, pad)), F.pad(weight, (0, pad)), bias)
 
 
 def count_parameters(cfg: PtbConfig, vocab_size: int, hidden_size: int) -> int:
