@@ -283,17 +283,24 @@ def trace_suite(batch_sizes, rounds: int, device: torch.device, hidden: int = 10
     return rows
 
 
+def _lm_gradients(model, forward, optimizer, tokens, state):
+    """A BPTT segment's loss, backward pass and clipping (the training step but the update): the loss (detached)
+    and the new state."""
+    logits, state = forward(model, tokens[:-1], state)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    return loss.detach(), state
+
+
 def _lm_training_step(model, forward, detach, tokens):
     """One BPTT segment of language-model training: the state (traces included) carries over, detached."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     carried = [None]
 
     def step():
-        logits, state = forward(model, tokens[:-1], carried[0])
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        _, state = _lm_gradients(model, forward, optimizer, tokens, carried[0])
         optimizer.step()
         carried[0] = detach(state)
     return step
@@ -318,12 +325,8 @@ def _graphed_lm_training_step(model, tokens):
         flatten, unflatten = list, tuple
 
     def segment(tokens, *flat):
-        logits, states = model(tokens[:-1], unflatten(flat))[:2]
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        return {"loss": loss.detach(), **{str(i): value.detach() for i, value in enumerate(flatten(states))}}
+        loss, states = _lm_gradients(model, lambda m, x, s: m(x, s)[:2], optimizer, tokens, unflatten(flat))
+        return {"loss": loss, **{str(i): value.detach() for i, value in enumerate(flatten(states))}}
 
     graphed = GraphedIteration(segment)
 
@@ -375,17 +378,19 @@ def bench_ptb(batch_sizes, rounds: int, device: torch.device, models=("plastic",
             times, (lib_mem, plain_mem, *_) = compare_steps(steps, device, rounds)
             lib_s, plain_s, lstm_s, torch_s = times[:4]
             per_step = cfg.bptt * batch
-            rows.append({"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
-                         "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "lstm_tps": per_step / lstm_s,
-                         "of_lstm": lstm_s / lib_s, "torch_lstm_tps": per_step / torch_s,
-                         "of_torch_lstm": torch_s / lib_s,
-                         "graphed_tps": per_step / times[4] if len(times) > 4 else None,
-                         "graphed_of_torch_lstm": torch_s / times[4] if len(times) > 4 else None,
-                         "graphed_lstm_tps": per_step / times[5] if len(times) > 4 else None,
-                         "graphed_torch_lstm_tps": per_step / times[6] if len(times) > 4 else None,
-                         "graphed_of_graphed_torch_lstm": times[6] / times[4] if len(times) > 4 else None,
-                         "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20,
-                         "max_logit_difference": gap, "backend": _backend(library.rnn)})
+            row = {"model": name, "hidden": hidden, "batch": batch, "library_tps": per_step / lib_s,
+                   "plain_tps": per_step / plain_s, "speedup": plain_s / lib_s, "lstm_tps": per_step / lstm_s,
+                   "of_lstm": lstm_s / lib_s, "torch_lstm_tps": per_step / torch_s, "of_torch_lstm": torch_s / lib_s,
+                   "library_mb": lib_mem / 2**20, "plain_mb": plain_mem / 2**20, "max_logit_difference": gap,
+                   "backend": _backend(library.rnn)}
+            graphed = dict.fromkeys(["graphed_tps", "graphed_of_torch_lstm", "graphed_lstm_tps",
+                                     "graphed_torch_lstm_tps", "graphed_of_graphed_torch_lstm"])
+            if len(times) > 4:
+                lib_g, lstm_g, torch_g = times[4:]
+                graphed.update(graphed_tps=per_step / lib_g, graphed_of_torch_lstm=torch_s / lib_g,
+                               graphed_lstm_tps=per_step / lstm_g, graphed_torch_lstm_tps=per_step / torch_g,
+                               graphed_of_graphed_torch_lstm=torch_g / lib_g)
+            rows.append({**row, **graphed})
     return rows
 
 
